@@ -1,0 +1,53 @@
+"""Base config: the reference's RAF-DB IR-50 settings (SPEC §4); variants override fields.
+
+Every field can be overridden on the command line, e.g. `--config.batch_size=64`.
+"""
+
+import ml_collections
+
+
+def get_config():
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+
+    # Data (SPEC §1). Paths are relative to the working directory or absolute.
+    config.data = ml_collections.ConfigDict()
+    config.data.image_dir = ''  # root the CSVs' subDirectory_filePath is relative to
+    config.data.train_csv = ''
+    config.data.val_csv = ''  # optional: evaluated every val_interval steps
+    config.data.test_csv = ''  # evaluated at the end of training and by --mode=eval
+    config.data.va_bandwidth = 0.5
+    config.data.max_in_memory_gb = 8.0  # larger decoded sets go to a memmap in the workdir
+    config.num_classes = 7
+    config.class_names = ('Neutral', 'Happy', 'Sad', 'Surprise', 'Fear', 'Disgust', 'Anger')
+    config.input_size = 112
+    config.pad_size = 4
+    config.num_neighbors = 8
+
+    # Model (SPEC §2). The feature size D follows from the backbone.
+    config.model = ml_collections.ConfigDict()
+    config.model.backbone = 'ir50'
+    config.model.dtype = 'float32'  # compute dtype: 'float32' or 'bfloat16'
+    config.head_l2 = 0.0  # L2 on the head kernel (declared but unused by the reference)
+
+    # Optimisation (SPEC §3, §4).
+    config.batch_size = 32
+    config.num_epochs = 60
+    config.lr = 1e-4
+    config.lr_decay = 0.1
+    config.lr_steps = (10, 30)  # epochs after which the LR is multiplied by lr_decay
+    config.gamma = 0.01  # weight of the centre loss
+    config.lamb_init = 0.5  # a logit: lambda starts at sigmoid(0.5) = 0.6225
+    config.lamb_lr = 10.0
+    config.lamb_beta = 0.0
+    config.center_lr = 0.5
+    config.center_push_scale = 0.1
+    config.class_weights = False  # True: sklearn's 'balanced' weights on L_cls
+
+    # Loop.
+    config.val_interval = 200  # steps
+    config.save_interval = 2  # epochs
+    config.log_every_steps = 50
+    config.eval_batch_size = 128
+    config.num_train_steps = -1  # > 0 stops early (tests, benchmarks); -1 trains num_epochs
+    return config

@@ -1,0 +1,107 @@
+"""The LDLVA step math (SPEC §3) as pure functions of jnp arrays.
+
+Each function mirrors one line of the method; the train step composes them. Nothing here
+holds state or knows about models or optimisers.
+"""
+
+import jax
+import jax.numpy as jnp
+
+LOG_EPSILON = 1e-10
+
+
+def va_weights(va, va_neighbors, bandwidth=0.5):
+    """Valence-arousal similarity a_ij = exp(-(|v_i - v_j| + |a_i - a_j|) / bandwidth).
+
+    Args:
+      va: (B, 2) valence and arousal of the central samples.
+      va_neighbors: (B, K, 2) valence and arousal of their neighbours.
+      bandwidth: the kernel width (0.5 in the reference).
+
+    Returns:
+      (B, K) weights in (0, 1].
+    """
+    distance = jnp.abs(va[:, None, :] - va_neighbors).sum(axis=-1)
+    return jnp.exp(-distance / bandwidth)
+
+
+def target_distribution(lam, labels, probs_neighbors, weights, num_classes):
+    """y = lam * onehot(label) + (1 - lam) * q, q the weighted mean neighbour distribution.
+
+    Args:
+      lam: (B,) or (B, 1) the per-sample confidence lambda in [0, 1].
+      labels: (B,) integer labels.
+      probs_neighbors: (B, K, C) predicted distributions of the neighbours.
+      weights: (B, K) neighbour weights a * s (positive).
+      num_classes: C.
+
+    Returns:
+      (B, C) target distributions; each row sums to 1.
+    """
+    lam = jnp.reshape(lam, (-1, 1))
+    neighbor_mean = jnp.einsum("bk,bkc->bc", weights, probs_neighbors)
+    neighbor_mean = neighbor_mean / weights.sum(axis=-1, keepdims=True)
+    one_hot = jax.nn.one_hot(labels, num_classes, dtype=neighbor_mean.dtype)
+    return lam * one_hot + (1.0 - lam) * neighbor_mean
+
+
+def classification_loss(probs, target, sample_weights=None):
+    """Mean over the batch of w_i * sum_c -target_ic log(probs_ic + 1e-10)."""
+    cross_entropy = -(target * jnp.log(probs + LOG_EPSILON)).sum(axis=-1)
+    if sample_weights is not None:
+        cross_entropy = cross_entropy * sample_weights
+    return cross_entropy.mean()
+
+
+def center_loss(features, labels, lam, centers):
+    """L_dcm = 0.5 * sum_n lam_n ||x_n - c_{y_n}||^2 / M over the M rows of `features`."""
+    lam = jnp.reshape(lam, (-1,))
+    squared_distance = jnp.square(features - centers[labels]).sum(axis=-1)
+    return 0.5 * (lam * squared_distance).sum() / features.shape[0]
+
+
+def _center_repulsion(centers):
+    """S = sum_{i<j} exp(-||c_i - c_j||^2 / D)."""
+    pairwise = jnp.square(centers[:, None, :] - centers[None, :, :]).sum(axis=-1)
+    kernel = jnp.exp(-pairwise / centers.shape[-1])
+    upper = jnp.triu(jnp.ones_like(kernel, dtype=bool), k=1)
+    return jnp.where(upper, kernel, 0.0).sum()
+
+
+def update_centers(centers, features, labels, lam, lr=0.5, push_scale=0.1, axis_name=None):
+    """One pull step towards the class means, then one push step apart (SPEC §3).
+
+    pull: g_k = -sum_{n: y_n = k} lam_n (x_n - c_k) / ((n_k + 1) M), c_k <- c_k - lr g_k;
+    push: c <- c - lr * push_scale * dS/dc with S from `_center_repulsion`.
+
+    Args:
+      centers: (C, D) class centres.
+      features: (M, D) features of the rows (central and neighbour samples).
+      labels: (M,) their labels.
+      lam: (M,) or (M, 1) their lambdas (no gradient flows here).
+      lr: the SGD learning rate of both steps.
+      push_scale: the weight of the push step.
+      axis_name: when the M rows are spread over devices (pmap / shard_map), the axis to sum
+        the per-class statistics over so that the update is that of the global batch.
+
+    Returns:
+      (C, D) updated centres.
+    """
+    num_classes = centers.shape[0]
+    lam = jnp.reshape(lam, (-1,)).astype(centers.dtype)
+    features = features.astype(centers.dtype)
+    one_hot = jax.nn.one_hot(labels, num_classes, dtype=centers.dtype)  # (M, C)
+    weighted_sums = one_hot.T @ (lam[:, None] * features)  # (C, D)
+    lam_sums = one_hot.T @ lam  # (C,)
+    counts = one_hot.sum(axis=0)  # (C,)
+    num_rows = jnp.asarray(features.shape[0], centers.dtype)
+    if axis_name is not None:
+        weighted_sums, lam_sums, counts, num_rows = jax.lax.psum(
+            (weighted_sums, lam_sums, counts, num_rows), axis_name
+        )
+    pull_grad = -(weighted_sums - lam_sums[:, None] * centers) / (
+        (counts + 1.0)[:, None] * num_rows
+    )
+    centers = centers - lr * pull_grad
+    push_grad = jax.grad(_center_repulsion)(centers)
+    return centers - lr * push_scale * push_grad

@@ -1,0 +1,173 @@
+"""The LDLVA train step and the eval step, each one compiled XLA program (SPEC §3).
+
+`make_train_step` closes over the model, the optimiser and the loss constants and returns a
+pure `train_step(state, batch) -> (state, metrics)`; `compile_train_step` jits it with the
+state donated. Batches hold uint8 images; normalisation happens here, on the device.
+"""
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from ldl_jax import ldl, models
+from ldl_jax.train_state import TrainState
+
+TRAIN_METRICS = ("loss", "cls_loss", "center_loss", "accuracy", "mean_lambda")
+
+
+def normalize_images(images, dtype):
+    """uint8 [0, 255] -> (x - 127.5) / 127.5 in [-1, 1], in the compute dtype."""
+    return ((images.astype(jnp.float32) - 127.5) / 127.5).astype(dtype)
+
+
+def _head_kernel_l2(params):
+    return jnp.square(params["classifier"]["head"]["kernel"]).sum()
+
+
+def make_train_step(
+    model: models.LDLVA,
+    tx: optax.GradientTransformation,
+    config,
+    class_weights=None,
+):
+    """Returns `train_step(state, batch) -> (state, metrics)`.
+
+    Args:
+      model: the LDLVA network.
+      tx: the optimiser of the model parameters.
+      config: reads num_neighbors, num_classes, gamma, head_l2, lamb_lr, lamb_beta,
+        center_lr, center_push_scale.
+      class_weights: optional (C,) weights omega of L_cls per label.
+
+    The batch holds `image` (B,H,W,3) and `neighbor_image` (B,K,H,W,3) uint8, `label` (B,),
+    `va_weight` (B,K), `index` (B,), `neighbor_index` (B,K) and `neighbor_label` (B,K).
+    """
+    num_classes = config.num_classes
+    omega = None if class_weights is None else jnp.asarray(class_weights, jnp.float32)
+
+    def train_step(state: TrainState, batch):
+        images = normalize_images(batch["image"], model.dtype)
+        neighbor_images = normalize_images(batch["neighbor_image"], model.dtype)
+        batch_size, num_neighbors = neighbor_images.shape[:2]
+        labels = batch["label"]
+        neighbor_rng, central_rng = jax.random.split(jax.random.fold_in(state.rng, state.step))
+
+        # 1. Neighbour pass: train-mode BN (statistics used and updated), no gradient.
+        (neighbor_features, neighbor_logits), updates = model.apply(
+            {"params": state.params, "batch_stats": state.batch_stats},
+            neighbor_images.reshape((batch_size * num_neighbors,) + images.shape[1:]),
+            train=True,
+            mutable=["batch_stats"],
+            rngs={"dropout": neighbor_rng},
+        )
+        neighbor_features = jax.lax.stop_gradient(neighbor_features).reshape(
+            batch_size, num_neighbors, -1
+        )
+        neighbor_probs = jax.nn.softmax(jax.lax.stop_gradient(neighbor_logits)).reshape(
+            batch_size, num_neighbors, num_classes
+        )
+        neighbor_lam = jax.nn.sigmoid(state.theta[batch["neighbor_index"]])
+
+        def loss_fn(params, theta_batch):
+            # 2. Central pass (BN statistics updated again, after the neighbours').
+            (features, logits), updates_central = model.apply(
+                {"params": params, "batch_stats": updates["batch_stats"]},
+                images,
+                train=True,
+                mutable=["batch_stats"],
+                rngs={"dropout": central_rng},
+            )
+            # 3. AdaptiveSimNet, differentiable through the central features too.
+            similarity, updates_simnet = model.apply(
+                {"params": params, "batch_stats": updates_central["batch_stats"]},
+                features,
+                neighbor_features,
+                train=True,
+                mutable=["batch_stats"],
+                method=models.LDLVA.similarity,
+            )
+            lam = jax.nn.sigmoid(theta_batch)
+            probs = jax.nn.softmax(logits)
+            target = ldl.target_distribution(
+                lam, labels, neighbor_probs, batch["va_weight"] * similarity, num_classes
+            )
+            sample_weights = None if omega is None else omega[labels]
+            cls_loss = ldl.classification_loss(probs, target, sample_weights)
+            all_features = jnp.concatenate(
+                [features, neighbor_features.reshape(batch_size * num_neighbors, -1)]
+            )
+            all_labels = jnp.concatenate([labels, batch["neighbor_label"].reshape(-1)])
+            all_lam = jax.lax.stop_gradient(jnp.concatenate([lam, neighbor_lam.reshape(-1)]))
+            center_loss = ldl.center_loss(all_features, all_labels, all_lam, state.centers)
+            loss = cls_loss + config.gamma * center_loss
+            if config.head_l2:
+                loss = loss + config.head_l2 * _head_kernel_l2(params)
+            aux = {
+                "batch_stats": updates_simnet["batch_stats"],
+                "center_rows": (all_features, all_labels, all_lam),
+                "metrics": {
+                    "loss": loss,
+                    "cls_loss": cls_loss,
+                    "center_loss": center_loss,
+                    "accuracy": (jnp.argmax(logits, -1) == labels).mean(),
+                    "mean_lambda": lam.mean(),
+                },
+            }
+            return loss, aux
+
+        index = batch["index"]
+        grad_fn = jax.grad(loss_fn, argnums=(0, 1), has_aux=True)
+        (param_grads, theta_grads), aux = grad_fn(state.params, state.theta[index])
+
+        # 4. Adam on the model parameters.
+        param_updates, opt_state = tx.update(param_grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, param_updates)
+
+        # 5. Sparse SGD with momentum on theta: only the batch's rows (and momenta) move.
+        velocity = config.lamb_beta * state.theta_momentum[index] - config.lamb_lr * theta_grads
+        theta = state.theta.at[index].add(velocity)
+        theta_momentum = state.theta_momentum.at[index].set(velocity)
+
+        # 6. Centre pull and push from this step's (pre-update) features, labels and lambdas.
+        centers = ldl.update_centers(
+            state.centers,
+            *aux["center_rows"],
+            lr=config.center_lr,
+            push_scale=config.center_push_scale,
+        )
+        new_state = state.replace(
+            step=state.step + 1,
+            params=params,
+            batch_stats=aux["batch_stats"],
+            opt_state=opt_state,
+            theta=theta,
+            theta_momentum=theta_momentum,
+            centers=centers,
+        )
+        return new_state, aux["metrics"]
+
+    return train_step
+
+
+def compile_train_step(model, tx, config, class_weights=None):
+    """The train step jitted once, with the incoming state donated."""
+    return jax.jit(make_train_step(model, tx, config, class_weights), donate_argnums=0)
+
+
+def make_eval_step(model: models.LDLVA, num_classes: int):
+    """Returns `eval_step(params, batch_stats, batch) -> counts` for masked, padded batches.
+
+    The counts are summed over batches on the host: `confusion` (C, C) int32 with rows the true
+    and columns the predicted class, and `prob_sum` (C,) the summed predicted distributions.
+    """
+
+    def eval_step(params, batch_stats, batch):
+        images = normalize_images(batch["image"], model.dtype)
+        _, logits = model.apply({"params": params, "batch_stats": batch_stats}, images, train=False)
+        mask = batch["mask"].astype(jnp.int32)
+        true = jax.nn.one_hot(batch["label"], num_classes, dtype=jnp.int32) * mask[:, None]
+        predicted = jax.nn.one_hot(jnp.argmax(logits, -1), num_classes, dtype=jnp.int32)
+        probs = jax.nn.softmax(logits) * mask[:, None]
+        return {"confusion": true.T @ predicted, "prob_sum": probs.sum(axis=0)}
+
+    return jax.jit(eval_step)

@@ -1,0 +1,141 @@
+"""The step math of ldl_jax/ldl.py against SPEC §3's closed forms and plain loops."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ldl_jax import ldl
+
+B, K, C, D = 6, 4, 5, 3
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+def _distributions(rng, shape):
+    return jax.nn.softmax(jnp.asarray(rng.normal(size=shape), jnp.float32) * 2.0)
+
+
+def test_va_weights_matches_formula(rng):
+    va = rng.uniform(-1, 1, (B, 2)).astype(np.float32)
+    va_neighbors = rng.uniform(-1, 1, (B, K, 2)).astype(np.float32)
+    weights = np.asarray(ldl.va_weights(va, va_neighbors))
+    for i in range(B):
+        for j in range(K):
+            dv, da = np.abs(va[i] - va_neighbors[i, j])
+            np.testing.assert_allclose(weights[i, j], np.exp(-(dv + da) / 0.5), rtol=1e-6)
+
+
+def test_target_rows_sum_to_one_and_limits(rng):
+    labels = jnp.asarray(rng.integers(0, C, B))
+    probs_neighbors = _distributions(rng, (B, K, C))
+    weights = jnp.asarray(rng.uniform(0.1, 1.0, (B, K)), jnp.float32)
+    lam = jnp.asarray(rng.uniform(0, 1, B), jnp.float32)
+
+    target = ldl.target_distribution(lam, labels, probs_neighbors, weights, C)
+    np.testing.assert_allclose(target.sum(-1), np.ones(B), rtol=1e-6)
+
+    one_hot = ldl.target_distribution(jnp.ones((B, 1)), labels, probs_neighbors, weights, C)
+    np.testing.assert_allclose(one_hot, jax.nn.one_hot(labels, C), atol=1e-7)
+
+    equal = ldl.target_distribution(jnp.zeros(B), labels, probs_neighbors, jnp.full((B, K), 0.3), C)
+    np.testing.assert_allclose(equal, probs_neighbors.mean(axis=1), rtol=1e-5)
+
+
+def test_theta_gradient_matches_closed_form(rng):
+    theta = jnp.asarray(rng.normal(size=B), jnp.float32)
+    labels = jnp.asarray(rng.integers(0, C, B))
+    probs = _distributions(rng, (B, C))
+    probs_neighbors = _distributions(rng, (B, K, C))
+    weights = jnp.asarray(rng.uniform(0.1, 1.0, (B, K)), jnp.float32)
+    omega = jnp.asarray(rng.uniform(0.5, 2.0, C), jnp.float32)
+
+    def loss(theta):
+        target = ldl.target_distribution(jax.nn.sigmoid(theta), labels, probs_neighbors, weights, C)
+        return ldl.classification_loss(probs, target, omega[labels])
+
+    lam = jax.nn.sigmoid(theta)
+    log_p = jnp.log(probs + ldl.LOG_EPSILON)
+    q = (weights[..., None] * probs_neighbors).sum(1) / weights.sum(1, keepdims=True)
+    log_p_label = jnp.take_along_axis(log_p, labels[:, None], axis=1)[:, 0]
+    closed_form = (omega[labels] / B) * lam * (1 - lam) * (-log_p_label + (q * log_p).sum(-1))
+    np.testing.assert_allclose(jax.grad(loss)(theta), closed_form, rtol=1e-5, atol=1e-8)
+
+
+def test_classification_loss_value(rng):
+    probs = _distributions(rng, (B, C))
+    target = _distributions(rng, (B, C))
+    sample_weights = jnp.asarray(rng.uniform(0.5, 2.0, B), jnp.float32)
+    expected = np.mean(
+        [
+            sample_weights[i] * -np.sum(target[i] * np.log(np.asarray(probs[i]) + 1e-10))
+            for i in range(B)
+        ]
+    )
+    np.testing.assert_allclose(
+        ldl.classification_loss(probs, target, sample_weights), expected, rtol=1e-5
+    )
+
+
+def test_center_loss_value(rng):
+    features = rng.normal(size=(B, D)).astype(np.float32)
+    labels = rng.integers(0, C, B)
+    lam = rng.uniform(0, 1, B).astype(np.float32)
+    centers = rng.normal(size=(C, D)).astype(np.float32)
+    expected = (
+        sum(0.5 * lam[n] * np.sum((features[n] - centers[labels[n]]) ** 2) for n in range(B)) / B
+    )
+    np.testing.assert_allclose(
+        ldl.center_loss(features, labels, lam[:, None], centers), expected, rtol=1e-5
+    )
+
+
+def _update_centers_by_loop(centers, features, labels, lam, lr=0.5, push_scale=0.1):
+    centers = centers.astype(np.float64).copy()
+    num_rows, dim = features.shape
+    pulled = centers.copy()
+    for k in range(centers.shape[0]):
+        rows = labels == k
+        grad = -np.sum(lam[rows, None] * (features[rows] - centers[k]), axis=0)
+        grad /= (rows.sum() + 1) * num_rows
+        pulled[k] = centers[k] - lr * grad
+    push_grad = np.zeros_like(pulled)
+    for i in range(len(pulled)):
+        for j in range(len(pulled)):
+            if i != j:
+                diff = pulled[i] - pulled[j]
+                # d/dc_i exp(-||c_i - c_j||^2 / D), each pair i<j counted once in S.
+                push_grad[i] += np.exp(-np.sum(diff**2) / dim) * (-2.0 * diff / dim)
+    return pulled - lr * push_scale * push_grad
+
+
+def test_update_centers_matches_loop(rng):
+    num_rows = B * (1 + K)
+    features = rng.normal(size=(num_rows, D)).astype(np.float32)
+    labels = rng.integers(0, C - 1, num_rows)  # the last class has no rows: pushed only
+    lam = rng.uniform(0, 1, num_rows).astype(np.float32)
+    centers = rng.normal(scale=0.5, size=(C, D)).astype(np.float32)
+    updated = ldl.update_centers(centers, features, labels, lam)
+    expected = _update_centers_by_loop(centers, features, labels, lam)
+    np.testing.assert_allclose(updated, expected, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(updated, centers)
+
+
+def test_update_centers_across_shards_equals_global(rng):
+    shards, rows_per_shard = 3, 8
+    features = rng.normal(size=(shards, rows_per_shard, D)).astype(np.float32)
+    labels = rng.integers(0, C, (shards, rows_per_shard))
+    lam = rng.uniform(0, 1, (shards, rows_per_shard)).astype(np.float32)
+    centers = rng.normal(size=(C, D)).astype(np.float32)
+    per_shard = jax.vmap(
+        lambda f, y, w: ldl.update_centers(centers, f, y, w, axis_name="devices"),
+        axis_name="devices",
+    )(features, labels, lam)
+    expected = ldl.update_centers(
+        centers, features.reshape(-1, D), labels.reshape(-1), lam.reshape(-1)
+    )
+    for shard in range(shards):
+        np.testing.assert_allclose(per_shard[shard], expected, rtol=1e-5, atol=1e-6)

@@ -1,0 +1,228 @@
+"""The compiled LDLVA train step: sparse theta, BN order, one trace, bfloat16, eval counts."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ldl_jax import ldl, models, steps, train_state
+from tests.conftest import make_random_batch, make_tiny_config
+
+NUM_ROWS = 20
+
+
+def _setup(config):
+    model = models.create_model(config)
+    tx = train_state.create_optimizer(config, steps_per_epoch=5)
+    state = train_state.create_train_state(config, model, tx, NUM_ROWS)
+    return model, tx, state
+
+
+@pytest.fixture(scope="module")
+def compiled():
+    """The tiny config's model, optimiser, compiled step and initial state, built once."""
+    config = make_tiny_config()
+    model, tx, state = _setup(config)
+    return config, model, tx, steps.compile_train_step(model, tx, config), state
+
+
+def _fresh(state):
+    """A copy of `state` (the compiled step donates, i.e. deletes, its input)."""
+    return jax.tree.map(jnp.copy, state)
+
+
+@pytest.fixture(scope="module")
+def momentum_setup():
+    config = make_tiny_config(lamb_beta=0.9)
+    model, tx, _ = _setup(config)
+    return config, model, tx, steps.compile_train_step(model, tx, config)
+
+
+def test_initial_state(compiled):
+    tiny_config, _, _, _, state = compiled
+    np.testing.assert_allclose(jax.nn.sigmoid(state.theta), 0.6225, atol=1e-4)
+    assert state.centers.shape == (tiny_config.num_classes, 16)
+    assert not np.any(state.centers)
+
+
+def test_learning_rate_schedule_steps_at_epoch_boundaries():
+    config = make_tiny_config(lr=1.0, lr_decay=0.1, lr_steps=(2, 3))
+    schedule = train_state.learning_rate_schedule(config, steps_per_epoch=10)
+    np.testing.assert_allclose(
+        [schedule(s) for s in (0, 19, 20, 29, 30, 100)], [1, 1, 0.1, 0.1, 0.01, 0.01], rtol=1e-6
+    )
+
+
+def test_theta_rows_outside_batch_are_untouched(momentum_setup):
+    config, model, tx, train_step = momentum_setup
+    state = train_state.create_train_state(config, model, tx, NUM_ROWS)
+    first = make_random_batch(config, NUM_ROWS, seed=1)
+    state, _ = train_step(state, first)
+    theta_before = np.asarray(state.theta)
+    momentum_before = np.asarray(state.theta_momentum)
+    second = make_random_batch(config, NUM_ROWS, seed=2)
+    state, _ = train_step(state, second)
+    theta_after, momentum_after = np.asarray(state.theta), np.asarray(state.theta_momentum)
+
+    outside = np.setdiff1d(np.arange(NUM_ROWS), second["index"])
+    # Rows the first batch moved carry momentum: a dense update would decay it.
+    assert np.any(momentum_before[outside] != 0)
+    np.testing.assert_array_equal(theta_after[outside], theta_before[outside])
+    np.testing.assert_array_equal(momentum_after[outside], momentum_before[outside])
+    inside = second["index"]
+    assert np.all(theta_after[inside] != theta_before[inside])
+    # Keras momentum: v <- beta v - lr g; theta <- theta + v.
+    np.testing.assert_allclose(
+        theta_after[inside] - theta_before[inside], momentum_after[inside], rtol=1e-6
+    )
+
+
+def test_theta_step_is_sgd_on_the_closed_form_gradient(compiled):
+    """With lamb_beta = 0, theta moves by -lamb_lr * dL/dtheta, SPEC's closed form."""
+    tiny_config, model, _, train_step, state = compiled
+    state = _fresh(state)
+    batch = make_random_batch(tiny_config, NUM_ROWS, seed=3)
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    b, k = batch["neighbor_index"].shape
+    neighbor_images = steps.normalize_images(batch["neighbor_image"], jnp.float32)
+    (nb_features, nb_logits), updated = model.apply(
+        variables,
+        neighbor_images.reshape((b * k,) + neighbor_images.shape[2:]),
+        train=True,
+        mutable=["batch_stats"],
+    )
+    variables["batch_stats"] = updated["batch_stats"]
+    (features, logits), updated = model.apply(
+        variables,
+        steps.normalize_images(batch["image"], jnp.float32),
+        train=True,
+        mutable=["batch_stats"],
+    )
+    variables["batch_stats"] = updated["batch_stats"]
+    similarity, _ = model.apply(
+        variables,
+        features,
+        nb_features.reshape(b, k, -1),
+        train=True,
+        mutable=["batch_stats"],
+        method=models.LDLVA.similarity,
+    )
+    lam = jax.nn.sigmoid(state.theta[batch["index"]])
+    log_p = jnp.log(jax.nn.softmax(logits) + ldl.LOG_EPSILON)
+    weights = batch["va_weight"] * similarity
+    q = jnp.einsum("bk,bkc->bc", weights, jax.nn.softmax(nb_logits).reshape(b, k, -1))
+    q = q / weights.sum(-1, keepdims=True)
+    log_p_label = jnp.take_along_axis(log_p, batch["label"][:, None], 1)[:, 0]
+    closed_form = lam * (1 - lam) * (-log_p_label + (q * log_p).sum(-1)) / b
+
+    theta_before = np.asarray(state.theta)[batch["index"]]
+    new_state, _ = train_step(state, batch)
+    np.testing.assert_allclose(
+        np.asarray(new_state.theta)[batch["index"]] - theta_before,
+        -tiny_config.lamb_lr * closed_form,
+        rtol=1e-4,
+        atol=1e-6,
+    )
+
+
+def test_batch_norm_statistics_update_neighbours_first(compiled):
+    tiny_config, model, _, train_step, state = compiled
+    state = _fresh(state)
+    batch = make_random_batch(tiny_config, NUM_ROWS, seed=4)
+    b, k = batch["neighbor_index"].shape
+    images = steps.normalize_images(batch["image"], jnp.float32)
+    neighbor_images = steps.normalize_images(batch["neighbor_image"], jnp.float32)
+    neighbor_images = neighbor_images.reshape((b * k,) + images.shape[1:])
+
+    def bn_pass(batch_stats, x):
+        _, updated = model.apply(
+            {"params": state.params, "batch_stats": batch_stats},
+            x,
+            train=True,
+            mutable=["batch_stats"],
+        )
+        return updated["batch_stats"]
+
+    initial = state.batch_stats
+    neighbours_then_central = bn_pass(bn_pass(initial, neighbor_images), images)
+    central_then_neighbours = bn_pass(bn_pass(initial, images), neighbor_images)
+    only_central = bn_pass(initial, images)
+
+    leaves = lambda tree: np.concatenate([np.ravel(x) for x in jax.tree.leaves(tree)])  # noqa: E731
+    initial = {name: leaves(initial[name]) for name in ("classifier", "simnet")}
+    new_state, _ = train_step(state, batch)
+    got = new_state.batch_stats["classifier"]
+    np.testing.assert_allclose(
+        leaves(got), leaves(neighbours_then_central["classifier"]), rtol=1e-5, atol=1e-6
+    )
+    assert not np.allclose(leaves(got), leaves(central_then_neighbours["classifier"]))
+    assert not np.allclose(leaves(got), leaves(only_central["classifier"]))
+    assert not np.allclose(leaves(got), initial["classifier"])
+    # AdaptiveSimNet's statistics move too.
+    assert not np.allclose(leaves(new_state.batch_stats["simnet"]), initial["simnet"])
+
+
+def test_train_step_traces_once(tiny_config):
+    model, tx, state = _setup(tiny_config)
+    traces = []
+    step_fn = steps.make_train_step(model, tx, tiny_config)
+
+    def counted(state, batch):
+        traces.append(1)
+        return step_fn(state, batch)
+
+    compiled = jax.jit(counted, donate_argnums=0)
+    losses = []
+    for seed in range(4):
+        state, metrics = compiled(state, make_random_batch(tiny_config, NUM_ROWS, seed=seed))
+        losses.append(float(metrics["loss"]))
+    assert len(traces) == 1
+    assert int(state.step) == 4
+    assert all(np.isfinite(losses))
+
+
+def test_metrics_and_centers_after_a_step(compiled):
+    tiny_config, _, _, train_step, state = compiled
+    batch = make_random_batch(tiny_config, NUM_ROWS, seed=5)
+    new_state, metrics = train_step(_fresh(state), batch)
+    assert set(metrics) == set(steps.TRAIN_METRICS)
+    np.testing.assert_allclose(
+        metrics["loss"],
+        metrics["cls_loss"] + tiny_config.gamma * metrics["center_loss"],
+        rtol=1e-6,
+    )
+    np.testing.assert_allclose(metrics["mean_lambda"], 0.6225, atol=1e-4)
+    assert np.any(new_state.centers != 0)
+
+
+def test_bfloat16_step_agrees_with_float32():
+    results = {}
+    for dtype in ("float32", "bfloat16"):
+        config = make_tiny_config()
+        config.model.dtype = dtype
+        model, tx, state = _setup(config)
+        train_step = steps.compile_train_step(model, tx, config)
+        for seed in range(2):
+            state, metrics = train_step(state, make_random_batch(config, NUM_ROWS, seed=seed))
+        results[dtype] = (jax.device_get(metrics), np.asarray(state.theta))
+        assert jax.tree.leaves(state.params)[0].dtype == jnp.float32
+    (m32, theta32), (m16, theta16) = results["float32"], results["bfloat16"]
+    # Stated tolerance: bfloat16 keeps 8 significant bits (relative error ~0.4% per op).
+    for name in ("loss", "cls_loss", "center_loss"):
+        np.testing.assert_allclose(m16[name], m32[name], rtol=3e-2, err_msg=name)
+    np.testing.assert_allclose(theta16, theta32, atol=3e-2)
+
+
+def test_eval_step_counts_only_masked_rows(compiled):
+    config, model, _, _, state = compiled
+    rng = np.random.default_rng(0)
+    batch = {
+        "image": rng.integers(0, 256, (6, 16, 16, 3), dtype=np.uint8),
+        "label": np.array([0, 1, 2, 3, 0, 0], np.int32),
+        "mask": np.array([1, 1, 1, 1, 0, 0], bool),
+    }
+    counts = steps.make_eval_step(model, config.num_classes)(state.params, state.batch_stats, batch)
+    confusion = np.asarray(counts["confusion"])
+    assert confusion.sum() == 4
+    np.testing.assert_array_equal(confusion.sum(1)[:4], [1, 1, 1, 1])
+    np.testing.assert_allclose(np.asarray(counts["prob_sum"]).sum(), 4.0, rtol=1e-5)
