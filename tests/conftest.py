@@ -1,9 +1,17 @@
 """Shared fixtures: a tiny config and random batches in the train step's format."""
 
+import tempfile
+
+import jax
 import numpy as np
 import pytest
 
 from configs import default
+
+# Tests build the same small programs many times (each training run compiles its own step):
+# a persistent compilation cache turns the repeats into cache hits.
+jax.config.update('jax_compilation_cache_dir', tempfile.mkdtemp(prefix='ldl_jax_xla_cache_'))
+jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
 
 
 def make_tiny_config(**overrides):

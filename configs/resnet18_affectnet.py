@@ -1,0 +1,29 @@
+"""AffectNet-7, ResNet-18 at 224x224 with class-balanced L_cls weights (SPEC §4).
+
+  python -m ldl_jax.main --config=configs/resnet18_affectnet.py --workdir=runs/affectnet_r18 \\
+      --config.data.image_dir=AffectNet/images --config.data.train_csv=AffectNet/train.csv \\
+      --config.data.test_csv=AffectNet/val.csv
+
+The paper reports 66.23% on AffectNet-7 (its validation set serves as the test set). For the
+8-class variant set --config.num_classes=8 and append 'Contempt' to config.class_names.
+"""
+
+from configs import default
+
+
+def get_config():
+    config = default.get_config()
+    config.data.image_dir = 'data/affectnet/images'
+    config.data.train_csv = 'data/affectnet/train.csv'
+    config.data.test_csv = 'data/affectnet/val.csv'
+    config.model.backbone = 'resnet18'
+    config.input_size = 224
+    config.pad_size = 8
+    config.lr = 3e-4
+    config.lr_decay = 0.2
+    config.lr_steps = (5, 10, 20)
+    config.lamb_init = 0.8
+    config.lamb_beta = 0.9
+    config.class_weights = True
+    config.val_interval = 2000
+    return config

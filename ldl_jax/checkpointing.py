@@ -1,0 +1,121 @@
+"""Orbax checkpoints of the whole train state: the latest ones and the best by validation.
+
+Each checkpoint holds the `TrainState` and a small JSON `meta` item with the model signature
+(what must match for a restore to make sense) and the run's bookkeeping (best validation
+accuracy, evaluation history). A mismatched signature is reported before anything is restored
+or written, so a workdir is never overwritten by another model's run.
+"""
+
+import pathlib
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+LATEST = 'latest'
+BEST = 'best'
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint in the workdir was written by a different model or data set."""
+
+
+def model_signature(config, num_train_rows: int) -> dict[str, Any]:
+    """The config values that fix the shapes of the train state."""
+    return {
+        'backbone': config.model.backbone,
+        'num_classes': int(config.num_classes),
+        'input_size': int(config.input_size),
+        'num_train_rows': int(num_train_rows),
+    }
+
+
+class Checkpoints:
+    """The latest (every `max_to_keep`) and best checkpoints of one workdir."""
+
+    def __init__(self, workdir, *, max_to_keep: int = 2):
+        directory = pathlib.Path(workdir).absolute() / 'checkpoints'
+        self.managers = {
+            LATEST: ocp.CheckpointManager(
+                directory / LATEST,
+                options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+            ),
+            BEST: ocp.CheckpointManager(
+                directory / BEST,
+                options=ocp.CheckpointManagerOptions(
+                    max_to_keep=1, best_fn=lambda metrics: metrics['accuracy'], create=True
+                ),
+            ),
+        }
+
+    def latest_step(self, which: str = LATEST) -> int | None:
+        return self.managers[which].latest_step()
+
+    def _existing_step(self, which: str, step: int | None) -> int:
+        """`step` (the latest if None) after checking that it was saved."""
+        manager = self.managers[which]
+        if step is None:
+            step = manager.latest_step()
+            if step is None:
+                raise FileNotFoundError(f'no {which} checkpoint in {manager.directory}')
+        elif step not in manager.all_steps():
+            raise FileNotFoundError(
+                f'no {which} checkpoint at step {step} in {manager.directory} '
+                f'(steps: {sorted(manager.all_steps())})'
+            )
+        return step
+
+    def read_meta(self, which: str = LATEST, step: int | None = None) -> dict[str, Any]:
+        """The JSON meta item of a checkpoint (the latest by default)."""
+        restored = self.managers[which].restore(
+            self._existing_step(which, step),
+            args=ocp.args.Composite(meta=ocp.args.JsonRestore()),
+        )
+        return restored['meta']
+
+    def check_signature(self, signature: dict[str, Any]) -> None:
+        """Raises CheckpointMismatchError if a stored checkpoint has another signature."""
+        for which, manager in self.managers.items():
+            if manager.latest_step() is None:
+                continue
+            stored = self.read_meta(which)['signature']
+            if stored != signature:
+                differences = {
+                    key: (stored.get(key), value)
+                    for key, value in signature.items()
+                    if stored.get(key) != value
+                }
+                raise CheckpointMismatchError(
+                    f'{manager.directory} holds a checkpoint of another model or data set '
+                    f'(field: (checkpoint, this run) = {differences}); use another --workdir.'
+                )
+
+    def restore(self, target, which: str = LATEST, step: int | None = None):
+        """Restores (state, meta) into the structure and shardings of `target`."""
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+        restored = self.managers[which].restore(
+            self._existing_step(which, step),
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
+            ),
+        )
+        return restored['state'], restored['meta']
+
+    def save(self, state, meta: dict[str, Any], which: str = LATEST, metrics=None) -> None:
+        """Saves asynchronously; `metrics` (with 'accuracy') ranks the best checkpoints."""
+        self.managers[which].save(
+            int(state.step),
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
+            ),
+            metrics=metrics,
+            force=True,
+        )
+
+    def wait_until_finished(self) -> None:
+        for manager in self.managers.values():
+            manager.wait_until_finished()
+
+    def close(self) -> None:
+        for manager in self.managers.values():
+            manager.close()
