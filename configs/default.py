@@ -12,22 +12,22 @@ def get_config():
 
     # Data (SPEC §1). Paths are relative to the working directory or absolute.
     config.data = ml_collections.ConfigDict()
-    config.data.image_dir = ''  # root the CSVs' subDirectory_filePath is relative to
-    config.data.train_csv = ''
-    config.data.val_csv = ''  # optional: evaluated every val_interval steps
-    config.data.test_csv = ''  # evaluated at the end of training and by --mode=eval
+    config.data.image_dir = ""  # root the CSVs' subDirectory_filePath is relative to
+    config.data.train_csv = ""
+    config.data.val_csv = ""  # optional: evaluated every val_interval steps
+    config.data.test_csv = ""  # evaluated at the end of training and by --mode=eval
     config.data.va_bandwidth = 0.5
     config.data.max_in_memory_gb = 8.0  # larger decoded sets go to a memmap in the workdir
     config.num_classes = 7
-    config.class_names = ('Neutral', 'Happy', 'Sad', 'Surprise', 'Fear', 'Disgust', 'Anger')
+    config.class_names = ("Neutral", "Happy", "Sad", "Surprise", "Fear", "Disgust", "Anger")
     config.input_size = 112
     config.pad_size = 4
     config.num_neighbors = 8
 
     # Model (SPEC §2). The feature size D follows from the backbone.
     config.model = ml_collections.ConfigDict()
-    config.model.backbone = 'ir50'
-    config.model.dtype = 'float32'  # compute dtype: 'float32' or 'bfloat16'
+    config.model.backbone = "ir50"
+    config.model.dtype = "float32"  # compute dtype: 'float32' or 'bfloat16'
     config.head_l2 = 0.0  # L2 on the head kernel (declared but unused by the reference)
 
     # Optimisation (SPEC §3, §4).

@@ -13,10 +13,10 @@ from configs import default
 
 def get_config():
     config = default.get_config()
-    config.data.image_dir = 'data/affectnet/images'
-    config.data.train_csv = 'data/affectnet/train.csv'
-    config.data.test_csv = 'data/affectnet/val.csv'
-    config.model.backbone = 'resnet18'
+    config.data.image_dir = "data/affectnet/images"
+    config.data.train_csv = "data/affectnet/train.csv"
+    config.data.test_csv = "data/affectnet/val.csv"
+    config.model.backbone = "resnet18"
     config.input_size = 224
     config.pad_size = 8
     config.lr = 3e-4

@@ -14,10 +14,10 @@ from configs import default
 
 def get_config():
     config = default.get_config()
-    config.data.image_dir = 'data/raf/aligned'
-    config.data.train_csv = 'data/raf/train.csv'
-    config.data.test_csv = 'data/raf/test.csv'
-    config.model.backbone = 'ir50'
+    config.data.image_dir = "data/raf/aligned"
+    config.data.train_csv = "data/raf/train.csv"
+    config.data.test_csv = "data/raf/test.csv"
+    config.model.backbone = "ir50"
     config.input_size = 112
     config.pad_size = 4
     return config

@@ -15,20 +15,20 @@ def get_config():
     config = default.get_config()
     config.data.synthetic = ml_collections.ConfigDict(
         {
-            'dir': 'data/synthetic',
-            'seed': 0,
-            'num_train': 2000,
-            'num_val': 300,
-            'num_test': 500,
-            'image_size': 48,
-            'num_neighbors': 20,
+            "dir": "data/synthetic",
+            "seed": 0,
+            "num_train": 2000,
+            "num_val": 300,
+            "num_test": 500,
+            "image_size": 48,
+            "num_neighbors": 20,
         }
     )
-    config.data.image_dir = 'data/synthetic/images'
-    config.data.train_csv = 'data/synthetic/train.csv'
-    config.data.val_csv = 'data/synthetic/val.csv'
-    config.data.test_csv = 'data/synthetic/test.csv'
-    config.model.backbone = 'resnet_tiny'
+    config.data.image_dir = "data/synthetic/images"
+    config.data.train_csv = "data/synthetic/train.csv"
+    config.data.val_csv = "data/synthetic/val.csv"
+    config.data.test_csv = "data/synthetic/test.csv"
+    config.model.backbone = "resnet_tiny"
     config.input_size = 32
     config.pad_size = 2
     config.batch_size = 32

@@ -12,8 +12,8 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
-LATEST = 'latest'
-BEST = 'best'
+LATEST = "latest"
+BEST = "best"
 
 
 class CheckpointMismatchError(ValueError):
@@ -23,10 +23,10 @@ class CheckpointMismatchError(ValueError):
 def model_signature(config, num_train_rows: int) -> dict[str, Any]:
     """The config values that fix the shapes of the train state."""
     return {
-        'backbone': config.model.backbone,
-        'num_classes': int(config.num_classes),
-        'input_size': int(config.input_size),
-        'num_train_rows': int(num_train_rows),
+        "backbone": config.model.backbone,
+        "num_classes": int(config.num_classes),
+        "input_size": int(config.input_size),
+        "num_train_rows": int(num_train_rows),
     }
 
 
@@ -34,7 +34,7 @@ class Checkpoints:
     """The latest (every `max_to_keep`) and best checkpoints of one workdir."""
 
     def __init__(self, workdir, *, max_to_keep: int = 2):
-        directory = pathlib.Path(workdir).absolute() / 'checkpoints'
+        directory = pathlib.Path(workdir).absolute() / "checkpoints"
         self.managers = {
             LATEST: ocp.CheckpointManager(
                 directory / LATEST,
@@ -43,7 +43,7 @@ class Checkpoints:
             BEST: ocp.CheckpointManager(
                 directory / BEST,
                 options=ocp.CheckpointManagerOptions(
-                    max_to_keep=1, best_fn=lambda metrics: metrics['accuracy'], create=True
+                    max_to_keep=1, best_fn=lambda metrics: metrics["accuracy"], create=True
                 ),
             ),
         }
@@ -57,11 +57,11 @@ class Checkpoints:
         if step is None:
             step = manager.latest_step()
             if step is None:
-                raise FileNotFoundError(f'no {which} checkpoint in {manager.directory}')
+                raise FileNotFoundError(f"no {which} checkpoint in {manager.directory}")
         elif step not in manager.all_steps():
             raise FileNotFoundError(
-                f'no {which} checkpoint at step {step} in {manager.directory} '
-                f'(steps: {sorted(manager.all_steps())})'
+                f"no {which} checkpoint at step {step} in {manager.directory} "
+                f"(steps: {sorted(manager.all_steps())})"
             )
         return step
 
@@ -71,14 +71,14 @@ class Checkpoints:
             self._existing_step(which, step),
             args=ocp.args.Composite(meta=ocp.args.JsonRestore()),
         )
-        return restored['meta']
+        return restored["meta"]
 
     def check_signature(self, signature: dict[str, Any]) -> None:
         """Raises CheckpointMismatchError if a stored checkpoint has another signature."""
         for which, manager in self.managers.items():
             if manager.latest_step() is None:
                 continue
-            stored = self.read_meta(which)['signature']
+            stored = self.read_meta(which)["signature"]
             if stored != signature:
                 differences = {
                     key: (stored.get(key), value)
@@ -86,8 +86,8 @@ class Checkpoints:
                     if stored.get(key) != value
                 }
                 raise CheckpointMismatchError(
-                    f'{manager.directory} holds a checkpoint of another model or data set '
-                    f'(field: (checkpoint, this run) = {differences}); use another --workdir.'
+                    f"{manager.directory} holds a checkpoint of another model or data set "
+                    f"(field: (checkpoint, this run) = {differences}); use another --workdir."
                 )
 
     def restore(self, target, which: str = LATEST, step: int | None = None):
@@ -99,7 +99,7 @@ class Checkpoints:
                 state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
             ),
         )
-        return restored['state'], restored['meta']
+        return restored["state"], restored["meta"]
 
     def save(self, state, meta: dict[str, Any], which: str = LATEST, metrics=None) -> None:
         """Saves asynchronously; `metrics` (with 'accuracy') ranks the best checkpoints."""

@@ -23,12 +23,12 @@ def metrics_from_confusion(confusion: np.ndarray, prob_sum: np.ndarray) -> dict[
     present = per_class_total > 0
     per_class = np.where(present, per_class_correct / np.maximum(per_class_total, 1), np.nan)
     return {
-        'accuracy': float(per_class_correct.sum() / max(num_examples, 1)),
-        'balanced_accuracy': float(per_class[present].mean()) if present.any() else 0.0,
-        'per_class_accuracy': [None if np.isnan(a) else float(a) for a in per_class],
-        'confusion_matrix': confusion.tolist(),
-        'num_examples': num_examples,
-        'mean_distribution': (np.asarray(prob_sum, np.float64) / max(num_examples, 1)).tolist(),
+        "accuracy": float(per_class_correct.sum() / max(num_examples, 1)),
+        "balanced_accuracy": float(per_class[present].mean()) if present.any() else 0.0,
+        "per_class_accuracy": [None if np.isnan(a) else float(a) for a in per_class],
+        "confusion_matrix": confusion.tolist(),
+        "num_examples": num_examples,
+        "mean_distribution": (np.asarray(prob_sum, np.float64) / max(num_examples, 1)).tolist(),
     }
 
 
@@ -42,6 +42,6 @@ def evaluate(
     """
     counts = [eval_step(params, batch_stats, batch) for batch in batches]
     if not counts:
-        raise ValueError('evaluation got no batches')
+        raise ValueError("evaluation got no batches")
     totals = jax.device_get(jax.tree.map(lambda *xs: sum(xs[1:], xs[0]), *counts))
-    return metrics_from_confusion(totals['confusion'], totals['prob_sum'])
+    return metrics_from_confusion(totals["confusion"], totals["prob_sum"])

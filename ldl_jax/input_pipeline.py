@@ -19,9 +19,12 @@ concatenate to the single-process global batch.
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import dataclasses
 import functools
 import hashlib
+import itertools
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -43,6 +46,9 @@ ERASE_MIN_ASPECT = 0.3
 
 _MISSING_IMAGES_SHOWN = 5
 _DECODE_BATCH = 64
+# Threads building training batches, and how many batches they may build ahead.
+_PREFETCH_THREADS = min(4, os.cpu_count() or 1)
+_PREFETCH = 2 * _PREFETCH_THREADS
 
 
 class DataError(ValueError):
@@ -458,12 +464,11 @@ def _draw_params(seed, total, height, width, pad_size: int, random_erasing: bool
     }
     if random_erasing:
         params.update(_draw_erasing(seeds[2], total, height, width))
-        params["noise"] = tf.cast(
-            tf.random.stateless_uniform(
-                [total, height, width, 3], seeds[3], minval=0, maxval=256, dtype=tf.int32
-            ),
-            tf.uint8,
+        # Each byte of a full-range uint32 is uniform in [0, 255]: one draw per pixel.
+        bits = tf.random.stateless_uniform(
+            [total, height, width], seeds[3], minval=None, maxval=None, dtype=tf.uint32
         )
+        params["noise"] = tf.bitcast(bits, tf.uint8)[..., :3]
     return params
 
 
@@ -493,21 +498,18 @@ def _uniform_start(uniform, room):
 
 
 def _flip_pad_crop(images, flip, offset, pad_size: int):
-    """Flip, zero-pad and crop in one gather per axis, without materialising the padding.
+    """Flip, zero-pad and crop with one pad and one gather per axis.
 
-    Output pixel (i, j) of image b is padded pixel (oy + i, ox + j), i.e. source row
-    oy + i - pad and column ox + j - pad of the flipped image; outside the source it is 0.
+    The padding is symmetric, so flipping the padded image equals padding the flipped one:
+    output column j of a flipped image is padded column W + 2 pad - 1 - (ox + j).
     """
     height, width = tf.shape(images)[1], tf.shape(images)[2]
-    rows = offset[:, :1] + tf.range(height)[None, :] - pad_size
-    cols = offset[:, 1:] + tf.range(width)[None, :] - pad_size
-    cols = tf.where(flip[:, None], width - 1 - cols, cols)
-    row_inside = (rows >= 0) & (rows < height)
-    col_inside = (cols >= 0) & (cols < width)
-    inside = row_inside[:, :, None, None] & col_inside[:, None, :, None]
-    out = tf.gather(images, tf.clip_by_value(rows, 0, height - 1), axis=1, batch_dims=1)
-    out = tf.gather(out, tf.clip_by_value(cols, 0, width - 1), axis=2, batch_dims=1)
-    return tf.where(inside, out, tf.zeros_like(out))
+    padded = tf.pad(images, [[0, 0], [pad_size, pad_size], [pad_size, pad_size], [0, 0]])
+    rows = offset[:, :1] + tf.range(height)[None, :]
+    cols = offset[:, 1:] + tf.range(width)[None, :]
+    cols = tf.where(flip[:, None], width + 2 * pad_size - 1 - cols, cols)
+    out = tf.gather(padded, rows, axis=1, batch_dims=1)
+    return tf.gather(out, cols, axis=2, batch_dims=1)
 
 
 def _erase(images, params):
@@ -548,6 +550,12 @@ def train_batches(
     seeded by (seed, t), so resuming at step t reproduces an uninterrupted run exactly.
     With several processes, each yields its contiguous slice of every global batch.
 
+    Batches are built ahead on a few threads: a batch-level `np.take` from `images` (no
+    decoding) and one compiled TF augmentation call, both of which release the GIL. This is
+    deliberately not a tf.data pipeline: gathering from a numpy array or memmap there needs
+    `tf.numpy_function`, and an iterator destroyed with such calls in flight (for example
+    at interpreter exit) can deadlock on the GIL.
+
     Args:
       table: the training table.
       images: (N, S, S, 3) uint8 images of the table's rows (array or memmap).
@@ -569,42 +577,55 @@ def train_batches(
     _check_train_args(table, images, spe, seed, batch_size, process_index, process_count)
     local = batch_size // process_count
     first = process_index * local
-    num_neighbors = table.knn.shape[1]
-    image_shape = tuple(images.shape[1:])
+    augment_batch = _train_augmenter(
+        seed, batch_size, first, local, table.knn.shape[1], pad_size, tuple(images.shape[1:])
+    )
 
     @functools.lru_cache(maxsize=4)
     def permutation(epoch: int) -> np.ndarray:
         return np.random.default_rng([seed, epoch]).permutation(table.num_rows)
 
-    def gather(step):
-        epoch, position = divmod(int(step), spe)
+    def make_batch(step: int) -> dict[str, np.ndarray]:
+        epoch, position = divmod(step, spe)
         start = position * batch_size + first
         rows = permutation(epoch)[start : start + local]
         neighbors = table.knn[rows]
-        return (
-            rows.astype(np.int32),
+        image, neighbor_image = augment_batch(
             np.take(images, rows, axis=0),
             np.take(images, neighbors.reshape(-1), axis=0),
-            table.labels[rows],
-            table.va_weights[rows],
-            neighbors,
-            table.labels[neighbors],
+            np.int64(step),
         )
+        return {
+            "image": image.numpy(),
+            "neighbor_image": neighbor_image.numpy(),
+            "label": table.labels[rows],
+            "va_weight": table.va_weights[rows],
+            "index": rows.astype(np.int32),
+            "neighbor_index": neighbors,
+            "neighbor_label": table.labels[neighbors],
+        }
 
-    def element(step):
-        index, image, neighbor_image, label, va_weight, neighbor_index, neighbor_label = (
-            tf.numpy_function(
-                gather,
-                [step],
-                [tf.int32, tf.uint8, tf.uint8, tf.int32, tf.float32, tf.int32, tf.int32],
-                stateful=False,
-            )
-        )
+    return _prefetch(make_batch, itertools.count(start_step))
+
+
+def _train_augmenter(seed, batch_size, first, local, num_neighbors, pad_size, image_shape):
+    """Compiles the augmentation of one process's slice of a global training batch.
+
+    Central and neighbour images draw from separate streams, each split from (seed, step)
+    and drawn for the whole global batch, then sliced at this process's rows.
+    """
+    signature = [
+        tf.TensorSpec((local, *image_shape), tf.uint8),
+        tf.TensorSpec((local * num_neighbors, *image_shape), tf.uint8),
+        tf.TensorSpec((), tf.int64),
+    ]
+
+    @tf.function(input_signature=signature)
+    def augment_batch(image, neighbor_image, step):
+        step_seed = tf.stack([tf.constant(seed, tf.int64), step])
         central_seed, neighbor_seed = tf.unstack(
-            tf.random.experimental.stateless_split(tf.stack([tf.constant(seed, tf.int64), step]))
+            tf.random.experimental.stateless_split(step_seed, num=2)
         )
-        image = tf.ensure_shape(image, (local, *image_shape))
-        neighbor_image = tf.ensure_shape(neighbor_image, (local * num_neighbors, *image_shape))
         image = _augment_slice(
             image, central_seed, first, batch_size, pad_size=pad_size, random_erasing=True
         )
@@ -616,22 +637,25 @@ def train_batches(
             pad_size=pad_size,
             random_erasing=False,
         )
-        return {
-            "image": image,
-            "neighbor_image": tf.reshape(neighbor_image, (local, num_neighbors, *image_shape)),
-            "label": tf.ensure_shape(label, (local,)),
-            "va_weight": tf.ensure_shape(va_weight, (local, num_neighbors)),
-            "index": tf.ensure_shape(index, (local,)),
-            "neighbor_index": tf.ensure_shape(neighbor_index, (local, num_neighbors)),
-            "neighbor_label": tf.ensure_shape(neighbor_label, (local, num_neighbors)),
-        }
+        return image, tf.reshape(neighbor_image, (local, num_neighbors, *image_shape))
 
-    dataset = (
-        tf.data.Dataset.counter(start_step)
-        .map(element, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        .prefetch(tf.data.AUTOTUNE)
-    )
-    return dataset.as_numpy_iterator()
+    return augment_batch
+
+
+def _prefetch(produce, keys: Iterator) -> Iterator:
+    """Yields `produce(key)` for each key in order, computing up to _PREFETCH ahead."""
+    with concurrent.futures.ThreadPoolExecutor(_PREFETCH_THREADS) as executor:
+        pending = collections.deque(
+            executor.submit(produce, key) for key in itertools.islice(keys, _PREFETCH)
+        )
+        try:
+            while pending:
+                result = pending.popleft().result()
+                pending.extend(executor.submit(produce, key) for key in itertools.islice(keys, 1))
+                yield result
+        finally:
+            for future in pending:
+                future.cancel()
 
 
 def _check_train_args(table, images, spe, seed, batch_size, process_index, process_count):

@@ -245,6 +245,9 @@ class PooledResNet(nn.Module):
 ResNet18 = functools.partial(ResNet, stage_sizes=(2, 2, 2, 2), block_cls=ResNetBlock)
 ResNet50 = functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), block_cls=BottleneckResNetBlock)
 ResNetTiny = functools.partial(ResNet, stage_sizes=(1, 1), block_cls=ResNetBlock, num_filters=8)
+ResNetSmall = functools.partial(
+    ResNet, stage_sizes=(1, 1, 1), block_cls=ResNetBlock, num_filters=16
+)
 IR50 = functools.partial(IResNet, stage_sizes=(3, 4, 14, 3))
 IRTiny = functools.partial(
     IResNet, stage_sizes=(1, 1), stage_filters=(8, 16), embedding_size=32, dropout_rate=0.0
@@ -260,6 +263,7 @@ BACKBONES: dict[str, tuple[Callable[..., nn.Module], int]] = {
         functools.partial(PooledResNet, trunk=ResNet50, multi_channel_head=True),
         2048,
     ),
+    "resnet_small": (functools.partial(PooledResNet, trunk=ResNetSmall), 64),
     "resnet_tiny": (functools.partial(PooledResNet, trunk=ResNetTiny), 16),
 }
 BACKBONE_FEATURE_DIMS = {name: dim for name, (_, dim) in BACKBONES.items()}

@@ -20,7 +20,7 @@ from clu import metric_writers, parameter_overview, periodic_actions
 from ldl_jax import checkpointing, evaluation, input_pipeline, models, steps, synthetic
 from ldl_jax.train_state import TrainState, create_optimizer, create_train_state
 
-EVAL_RESULTS_FILE = 'eval_results.json'
+EVAL_RESULTS_FILE = "eval_results.json"
 RECENT_EVALS = 5  # SPEC §5: report the mean of the last 5 validation evaluations
 
 
@@ -41,38 +41,38 @@ def validate_config(config) -> None:
     """Checks the config's own consistency (the data is checked when read)."""
     if config.model.backbone not in models.BACKBONES:
         raise ValueError(
-            f'config.model.backbone={config.model.backbone!r} is not one of '
-            f'{sorted(models.BACKBONES)}'
+            f"config.model.backbone={config.model.backbone!r} is not one of "
+            f"{sorted(models.BACKBONES)}"
         )
-    if config.model.dtype not in ('float32', 'bfloat16'):
+    if config.model.dtype not in ("float32", "bfloat16"):
         raise ValueError(f"config.model.dtype={config.model.dtype!r}: use 'float32' or 'bfloat16'")
     if len(config.class_names) != config.num_classes:
         raise ValueError(
-            f'config.class_names has {len(config.class_names)} names but '
-            f'config.num_classes={config.num_classes}'
+            f"config.class_names has {len(config.class_names)} names but "
+            f"config.num_classes={config.num_classes}"
         )
-    for field in ('batch_size', 'num_neighbors', 'input_size', 'eval_batch_size'):
+    for field in ("batch_size", "num_neighbors", "input_size", "eval_batch_size"):
         if config[field] <= 0:
-            raise ValueError(f'config.{field}={config[field]} must be positive')
+            raise ValueError(f"config.{field}={config[field]} must be positive")
     if not config.data.train_csv:
-        raise ValueError('config.data.train_csv is empty: set it to the training CSV')
+        raise ValueError("config.data.train_csv is empty: set it to the training CSV")
     if config.batch_size % jax.process_count():
         raise ValueError(
-            f'config.batch_size={config.batch_size} does not divide over '
-            f'{jax.process_count()} processes'
+            f"config.batch_size={config.batch_size} does not divide over "
+            f"{jax.process_count()} processes"
         )
 
 
 def prepare_synthetic_data(config) -> None:
     """Generates the built-in synthetic data set if `config.data.synthetic` asks for it."""
-    spec = config.data.get('synthetic')
+    spec = config.data.get("synthetic")
     if not spec:
         return
     data_dir = _resolve(spec.dir)
-    if (data_dir / 'train.csv').exists():
+    if (data_dir / "train.csv").exists():
         return
     if jax.process_index() == 0:
-        logging.info('Generating the synthetic data set in %s', data_dir)
+        logging.info("Generating the synthetic data set in %s", data_dir)
         synthetic.make_synthetic_fer(
             data_dir,
             seed=spec.seed,
@@ -86,8 +86,8 @@ def prepare_synthetic_data(config) -> None:
 
 def _read_eval_tables(config) -> dict[str, input_pipeline.EvalTable]:
     tables = {}
-    for name in ('val', 'test'):
-        csv_path = config.data.get(f'{name}_csv')
+    for name in ("val", "test"):
+        csv_path = config.data.get(f"{name}_csv")
         if csv_path:
             tables[name] = input_pipeline.read_eval_table(
                 _resolve(csv_path), _resolve(config.data.image_dir), num_classes=config.num_classes
@@ -97,12 +97,14 @@ def _read_eval_tables(config) -> dict[str, input_pipeline.EvalTable]:
 
 def _decode_eval_sets(config, tables) -> dict[str, EvalSet]:
     return {
-        name: EvalSet(name, input_pipeline.load_images(table.paths, config.input_size), table.labels)
+        name: EvalSet(
+            name, input_pipeline.load_images(table.paths, config.input_size), table.labels
+        )
         for name, table in tables.items()
     }
 
 
-def _prefetch_to_device(batches: Iterator[dict], size: int = 2) -> Iterator[dict]:
+def prefetch_to_device(batches: Iterator[dict], size: int = 2) -> Iterator[dict]:
     """Keeps `size` batches in flight to the device while the step runs."""
     queue = collections.deque()
     for batch in batches:
@@ -122,7 +124,7 @@ def _evaluate_set(config, eval_step, state: TrainState, eval_set: EvalSet) -> di
 
 def _write_json(path: pathlib.Path, value) -> None:
     """Writes via a temporary file, so a crash never leaves a truncated file."""
-    temporary = path.with_suffix(path.suffix + '.tmp')
+    temporary = path.with_suffix(path.suffix + ".tmp")
     temporary.write_text(json.dumps(value, indent=2))
     temporary.replace(path)
 
@@ -131,8 +133,8 @@ def _write_eval_scalars(writer, step: int, name: str, metrics: dict[str, Any]) -
     writer.write_scalars(
         step,
         {
-            f'{name}/accuracy': metrics['accuracy'],
-            f'{name}/balanced_accuracy': metrics['balanced_accuracy'],
+            f"{name}/accuracy": metrics["accuracy"],
+            f"{name}/balanced_accuracy": metrics["balanced_accuracy"],
         },
     )
 
@@ -155,37 +157,39 @@ class _MetricBuffer:
             return None
         fetched = jax.device_get([metrics for _, metrics in self.entries])
         for (step, _), metrics in zip(self.entries, fetched, strict=True):
-            if not np.isfinite(metrics['loss']):
+            if not np.isfinite(metrics["loss"]):
                 raise FloatingPointError(
-                    f'non-finite loss at step {step}: '
-                    + ', '.join(f'{k}={float(v):.4g}' for k, v in metrics.items())
-                    + '. The last checkpoint before it is kept.'
+                    f"non-finite loss at step {step}: "
+                    + ", ".join(f"{k}={float(v):.4g}" for k, v in metrics.items())
+                    + ". The last checkpoint before it is kept."
                 )
         self.entries = []
-        return {
-            f'train/{name}': float(np.mean([m[name] for m in fetched])) for name in fetched[0]
-        }
+        return {f"train/{name}": float(np.mean([m[name] for m in fetched])) for name in fetched[0]}
 
 
-def train_and_evaluate(config, workdir) -> dict[str, Any]:
-    """Trains (or resumes) in `workdir`; returns the final evaluation results."""
+def read_train_table(config) -> input_pipeline.TrainTable:
+    """The validated training table of `config` (generating the synthetic set if asked)."""
     validate_config(config)
     prepare_synthetic_data(config)
-    workdir = _resolve(workdir)
-    image_dir = _resolve(config.data.image_dir)
-    table = input_pipeline.read_train_table(
+    return input_pipeline.read_train_table(
         _resolve(config.data.train_csv),
-        image_dir,
+        _resolve(config.data.image_dir),
         num_classes=config.num_classes,
         num_neighbors=config.num_neighbors,
         va_bandwidth=config.data.va_bandwidth,
     )
+
+
+def train_and_evaluate(config, workdir) -> dict[str, Any]:
+    """Trains (or resumes) in `workdir`; returns the final evaluation results."""
+    table = read_train_table(config)
+    workdir = _resolve(workdir)
     eval_tables = _read_eval_tables(config)
     steps_per_epoch = input_pipeline.steps_per_epoch(table.num_rows, config.batch_size)
     if steps_per_epoch == 0:
         raise ValueError(
-            f'config.batch_size={config.batch_size} exceeds the {table.num_rows} rows of '
-            f'{config.data.train_csv}'
+            f"config.batch_size={config.batch_size} exceeds the {table.num_rows} rows of "
+            f"{config.data.train_csv}"
         )
     class_weights = (
         input_pipeline.class_balanced_weights(table.labels, config.num_classes)
@@ -204,14 +208,14 @@ def train_and_evaluate(config, workdir) -> dict[str, Any]:
     checkpoints = checkpointing.Checkpoints(workdir)
     signature = checkpointing.model_signature(config, table.num_rows)
     checkpoints.check_signature(signature)
-    meta = {'signature': signature, 'best_val_accuracy': None, 'val_history': []}
+    meta = {"signature": signature, "best_val_accuracy": None, "val_history": []}
     if checkpoints.latest_step() is not None:
         state, meta = checkpoints.restore(state)
-        logging.info('Resumed from step %d', int(state.step))
+        logging.info("Resumed from step %d", int(state.step))
 
     workdir.mkdir(parents=True, exist_ok=True)
     if jax.process_index() == 0:
-        _write_json(workdir / 'config.json', json.loads(config.to_json_best_effort()))
+        _write_json(workdir / "config.json", json.loads(config.to_json_best_effort()))
     writer = metric_writers.create_default_writer(
         workdir, just_logging=jax.process_index() > 0, asynchronous=False
     )
@@ -220,7 +224,7 @@ def train_and_evaluate(config, workdir) -> dict[str, Any]:
     images = input_pipeline.load_images(
         table.paths,
         config.input_size,
-        cache_path=str(workdir / 'cache' / 'train_images.npy'),
+        cache_path=str(workdir / "cache" / "train_images.npy"),
         max_in_memory_bytes=int(config.data.max_in_memory_gb * (1 << 30)),
     )
     eval_sets = _decode_eval_sets(config, eval_tables)
@@ -228,7 +232,7 @@ def train_and_evaluate(config, workdir) -> dict[str, Any]:
     eval_step = steps.make_eval_step(model, config.num_classes)
 
     start_step = int(state.step)
-    batches = _prefetch_to_device(
+    batches = prefetch_to_device(
         input_pipeline.train_batches(
             table,
             images,
@@ -251,23 +255,23 @@ def train_and_evaluate(config, workdir) -> dict[str, Any]:
             writer.write_scalars(step, summary)
 
     for step in range(start_step + 1, num_train_steps + 1):
-        with jax.profiler.StepTraceAnnotation('train', step_num=step):
+        with jax.profiler.StepTraceAnnotation("train", step_num=step):
             state, metrics = train_step(state, next(batches))
         train_metrics.append(step, metrics)
         report_progress(step)
         is_last = step == num_train_steps
         if step % config.log_every_steps == 0 or is_last:
             log_train_metrics(step)
-        if 'val' in eval_sets and (step % config.val_interval == 0 or is_last):
+        if "val" in eval_sets and (step % config.val_interval == 0 or is_last):
             log_train_metrics(step)
-            val = _evaluate_set(config, eval_step, state, eval_sets['val'])
-            _write_eval_scalars(writer, step, 'val', val)
-            meta['val_history'].append({'step': step, 'accuracy': val['accuracy']})
-            best = meta['best_val_accuracy']
-            if best is None or val['accuracy'] > best:
-                meta['best_val_accuracy'] = val['accuracy']
+            val = _evaluate_set(config, eval_step, state, eval_sets["val"])
+            _write_eval_scalars(writer, step, "val", val)
+            meta["val_history"].append({"step": step, "accuracy": val["accuracy"]})
+            best = meta["best_val_accuracy"]
+            if best is None or val["accuracy"] > best:
+                meta["best_val_accuracy"] = val["accuracy"]
                 checkpoints.save(
-                    state, meta, checkpointing.BEST, metrics={'accuracy': val['accuracy']}
+                    state, meta, checkpointing.BEST, metrics={"accuracy": val["accuracy"]}
                 )
         end_of_epoch = step % steps_per_epoch == 0
         if is_last or (end_of_epoch and (step // steps_per_epoch) % config.save_interval == 0):
@@ -277,14 +281,14 @@ def train_and_evaluate(config, workdir) -> dict[str, Any]:
     results = {}
     for name, eval_set in eval_sets.items():
         results[name] = _evaluate_set(config, eval_step, state, eval_set)
-        results[name]['step'] = int(state.step)
+        results[name]["step"] = int(state.step)
         _write_eval_scalars(writer, int(state.step), name, results[name])
-    if meta['val_history']:
-        recent = [entry['accuracy'] for entry in meta['val_history'][-RECENT_EVALS:]]
-        results['val_summary'] = {
-            'best_accuracy': meta['best_val_accuracy'],
-            f'mean_of_last_{RECENT_EVALS}': float(np.mean(recent)),
-            'history': meta['val_history'],
+    if meta["val_history"]:
+        recent = [entry["accuracy"] for entry in meta["val_history"][-RECENT_EVALS:]]
+        results["val_summary"] = {
+            "best_accuracy": meta["best_val_accuracy"],
+            f"mean_of_last_{RECENT_EVALS}": float(np.mean(recent)),
+            "history": meta["val_history"],
         }
     if jax.process_index() == 0:
         _write_json(workdir / EVAL_RESULTS_FILE, results)
@@ -294,7 +298,7 @@ def train_and_evaluate(config, workdir) -> dict[str, Any]:
     return results
 
 
-def evaluate_checkpoint(config, workdir, checkpoint: str = 'latest') -> dict[str, Any]:
+def evaluate_checkpoint(config, workdir, checkpoint: str = "latest") -> dict[str, Any]:
     """Evaluates the latest, best or a given step's checkpoint on the val and test sets.
 
     Args:
@@ -306,14 +310,15 @@ def evaluate_checkpoint(config, workdir, checkpoint: str = 'latest') -> dict[str
     workdir = _resolve(workdir)
     eval_tables = _read_eval_tables(config)
     if not eval_tables:
-        raise ValueError('neither config.data.val_csv nor config.data.test_csv is set')
+        raise ValueError("neither config.data.val_csv nor config.data.test_csv is set")
     checkpoints = checkpointing.Checkpoints(workdir)
     which, step = (
-        (checkpoint, None) if checkpoint in (checkpointing.LATEST, checkpointing.BEST) else
-        (checkpointing.LATEST, int(checkpoint))
+        (checkpoint, None)
+        if checkpoint in (checkpointing.LATEST, checkpointing.BEST)
+        else (checkpointing.LATEST, int(checkpoint))
     )
     stored = checkpoints.read_meta(which, step)
-    num_train_rows = stored['signature']['num_train_rows']
+    num_train_rows = stored["signature"]["num_train_rows"]
     checkpoints.check_signature(checkpointing.model_signature(config, num_train_rows))
 
     model = models.create_model(config)
@@ -324,8 +329,8 @@ def evaluate_checkpoint(config, workdir, checkpoint: str = 'latest') -> dict[str
     results = {}
     for name, eval_set in _decode_eval_sets(config, eval_tables).items():
         results[name] = _evaluate_set(config, eval_step, state, eval_set)
-        results[name]['step'] = int(state.step)
-        results[name]['checkpoint'] = which
+        results[name]["step"] = int(state.step)
+        results[name]["checkpoint"] = which
     _write_json(workdir / EVAL_RESULTS_FILE, results)
     checkpoints.close()
     return results
