@@ -44,6 +44,10 @@ def get_config():
     config.center_push_scale = 0.1
     config.class_weights = False  # True: sklearn's 'balanced' weights on L_cls
 
+    # Devices (see ldl_jax/parallel.py and the README).
+    config.parallel = "mesh"  # 'mesh' (jit over a device mesh) or 'pmap'
+    config.sync_batch_norm = True  # False (pmap only): BatchNorm statistics per device
+
     # Loop.
     config.val_interval = 200  # steps
     config.save_interval = 2  # epochs

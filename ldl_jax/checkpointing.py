@@ -30,6 +30,18 @@ def model_signature(config, num_train_rows: int) -> dict[str, Any]:
     }
 
 
+def _restore_spec(leaf) -> jax.ShapeDtypeStruct:
+    """Shape, dtype and sharding to restore a leaf into; unplaced leaves go to one device.
+
+    Restoring into the target's own sharding, never the saved one, is what lets a checkpoint
+    written on N devices load on M.
+    """
+    sharding = getattr(leaf, "sharding", None)
+    if sharding is None:
+        sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding)
+
+
 class Checkpoints:
     """The latest (every `max_to_keep`) and best checkpoints of one workdir."""
 
@@ -92,7 +104,7 @@ class Checkpoints:
 
     def restore(self, target, which: str = LATEST, step: int | None = None):
         """Restores (state, meta) into the structure and shardings of `target`."""
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+        abstract = jax.tree.map(_restore_spec, target)
         restored = self.managers[which].restore(
             self._existing_step(which, step),
             args=ocp.args.Composite(

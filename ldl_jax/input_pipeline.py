@@ -289,8 +289,8 @@ def load_images(
     Args:
       paths: N image file paths.
       image_size: S, the side of the square output.
-      cache_path: where to keep a memmap for large sets; a JSON sidecar `<cache_path>.json`
-        stores the shape and a fingerprint of the path list.
+      cache_path: where to keep a memmap for large sets (its directory is created); a JSON
+        sidecar `<cache_path>.json` stores the shape and a fingerprint of the path list.
       max_in_memory_bytes: the largest array built in memory when a cache path is given.
       num_parallel: parallel decode calls.
 
@@ -384,6 +384,7 @@ def _build_cache(
 
     The sidecar is renamed last: a crash leaves no sidecar that vouches for a partial file.
     """
+    os.makedirs(os.path.dirname(os.path.abspath(cache_path)), exist_ok=True)
     temporary = f"{cache_path}.{os.getpid()}.tmp"
     images = np.lib.format.open_memmap(
         temporary, mode="w+", dtype=np.uint8, shape=tuple(metadata["shape"])

@@ -86,12 +86,14 @@ class ResNet(nn.Module):
     block_cls: ModuleDef
     num_filters: int = 64
     dtype: Any = jnp.float32
+    bn_axis_name: str | None = None  # set: BatchNorm statistics over this device axis
 
     @nn.compact
     def __call__(self, x, train: bool = True):
         conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype)
         norm = functools.partial(
             nn.BatchNorm,
+            axis_name=self.bn_axis_name,
             use_running_average=not train,
             momentum=BACKBONE_BN_MOMENTUM,
             epsilon=BACKBONE_BN_EPSILON,
@@ -157,12 +159,14 @@ class IResNet(nn.Module):
     embedding_size: int = 512
     dropout_rate: float = 0.5
     dtype: Any = jnp.float32
+    bn_axis_name: str | None = None  # set: BatchNorm statistics over this device axis
 
     @nn.compact
     def __call__(self, x, train: bool = True):
         conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype)
         norm = functools.partial(
             nn.BatchNorm,
+            axis_name=self.bn_axis_name,
             use_running_average=not train,
             momentum=BACKBONE_BN_MOMENTUM,
             epsilon=BACKBONE_BN_EPSILON,
@@ -196,6 +200,7 @@ class MultiChannelHead(nn.Module):
     """
 
     dtype: Any = jnp.float32
+    bn_axis_name: str | None = None  # set: BatchNorm statistics over this device axis
     train: bool = True
 
     @nn.compact
@@ -206,6 +211,7 @@ class MultiChannelHead(nn.Module):
         )
         norm = functools.partial(
             nn.BatchNorm,
+            axis_name=self.bn_axis_name,
             use_running_average=not self.train,
             momentum=SIMNET_BN_MOMENTUM,
             epsilon=SIMNET_BN_EPSILON,
@@ -233,12 +239,15 @@ class PooledResNet(nn.Module):
     trunk: ModuleDef
     multi_channel_head: bool = False
     dtype: Any = jnp.float32
+    bn_axis_name: str | None = None  # set: BatchNorm statistics over this device axis
 
     @nn.compact
     def __call__(self, x, train: bool = True):
-        feature_map = self.trunk(dtype=self.dtype)(x, train=train)
+        feature_map = self.trunk(dtype=self.dtype, bn_axis_name=self.bn_axis_name)(x, train=train)
         if self.multi_channel_head:
-            feature_map = MultiChannelHead(dtype=self.dtype, train=train)(feature_map)
+            feature_map = MultiChannelHead(
+                dtype=self.dtype, bn_axis_name=self.bn_axis_name, train=train
+            )(feature_map)
         return feature_map.mean(axis=(1, 2))
 
 
@@ -279,10 +288,13 @@ class Classifier(nn.Module):
     backbone: ModuleDef
     num_classes: int
     dtype: Any = jnp.float32
+    bn_axis_name: str | None = None  # set: BatchNorm statistics over this device axis
 
     @nn.compact
     def __call__(self, x, train: bool = True):
-        features = self.backbone(dtype=self.dtype, name="backbone")(x, train=train)
+        features = self.backbone(dtype=self.dtype, bn_axis_name=self.bn_axis_name, name="backbone")(
+            x, train=train
+        )
         logits = nn.Dense(
             self.num_classes, kernel_init=he_normal_truncated, dtype=self.dtype, name="head"
         )(features)
@@ -293,6 +305,7 @@ class AdaptiveSimNet(nn.Module):
     """s_ij = sigmoid(max(MLP(concat(f_i, f_ij)), -1.3)) in [0.214, 1); BN over B and K."""
 
     dtype: Any = jnp.float32
+    bn_axis_name: str | None = None  # set: BatchNorm statistics over this device axis
 
     @nn.compact
     def __call__(self, features, neighbor_features, train: bool = True):
@@ -301,6 +314,7 @@ class AdaptiveSimNet(nn.Module):
         x = jnp.concatenate([central, neighbor_features], axis=-1).reshape(batch * k, -1)
         norm = functools.partial(
             nn.BatchNorm,
+            axis_name=self.bn_axis_name,
             use_running_average=not train,
             momentum=SIMNET_BN_MOMENTUM,
             epsilon=SIMNET_BN_EPSILON,
@@ -318,10 +332,13 @@ class LDLVA(nn.Module):
     backbone: ModuleDef
     num_classes: int
     dtype: Any = jnp.float32
+    bn_axis_name: str | None = None  # set: BatchNorm statistics over this device axis
 
     def setup(self):
-        self.classifier = Classifier(self.backbone, self.num_classes, dtype=self.dtype)
-        self.simnet = AdaptiveSimNet(dtype=self.dtype)
+        self.classifier = Classifier(
+            self.backbone, self.num_classes, dtype=self.dtype, bn_axis_name=self.bn_axis_name
+        )
+        self.simnet = AdaptiveSimNet(dtype=self.dtype, bn_axis_name=self.bn_axis_name)
 
     def __call__(self, x, train: bool = True):
         return self.classifier(x, train=train)
@@ -338,13 +355,19 @@ class LDLVA(nn.Module):
         return self.similarity(features, neighbor_features, train=False), logits
 
 
-def create_model(config) -> LDLVA:
-    """Builds the model of `config.model` (backbone, dtype) for `config.num_classes`."""
+def create_model(config, bn_axis_name: str | None = None) -> LDLVA:
+    """Builds the model of `config.model` (backbone, dtype) for `config.num_classes`.
+
+    `bn_axis_name` synchronises BatchNorm statistics over that device axis (pmap).
+    """
     if config.model.backbone not in BACKBONES:
         raise ValueError(
             f"config.model.backbone={config.model.backbone!r} is not one of {sorted(BACKBONES)}"
         )
     backbone, _ = BACKBONES[config.model.backbone]
     return LDLVA(
-        backbone=backbone, num_classes=config.num_classes, dtype=jnp.dtype(config.model.dtype)
+        backbone=backbone,
+        num_classes=config.num_classes,
+        dtype=jnp.dtype(config.model.dtype),
+        bn_axis_name=bn_axis_name,
     )

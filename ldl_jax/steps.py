@@ -29,6 +29,7 @@ def make_train_step(
     tx: optax.GradientTransformation,
     config,
     class_weights=None,
+    axis_name: str | None = None,
 ):
     """Returns `train_step(state, batch) -> (state, metrics)`.
 
@@ -38,6 +39,9 @@ def make_train_step(
       config: reads num_neighbors, num_classes, gamma, head_l2, lamb_lr, lamb_beta,
         center_lr, center_push_scale.
       class_weights: optional (C,) weights omega of L_cls per label.
+
+      axis_name: when the step runs per device (pmap), the device axis: gradients, metrics,
+        the theta rows and the centre statistics are then reduced to those of the global batch.
 
     The batch holds `image` (B,H,W,3) and `neighbor_image` (B,K,H,W,3) uint8, `label` (B,),
     `va_weight` (B,K), `index` (B,), `neighbor_index` (B,K) and `neighbor_label` (B,K).
@@ -50,7 +54,10 @@ def make_train_step(
         neighbor_images = normalize_images(batch["neighbor_image"], model.dtype)
         batch_size, num_neighbors = neighbor_images.shape[:2]
         labels = batch["label"]
-        neighbor_rng, central_rng = jax.random.split(jax.random.fold_in(state.rng, state.step))
+        rng = jax.random.fold_in(state.rng, state.step)
+        if axis_name is not None:
+            rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
+        neighbor_rng, central_rng = jax.random.split(rng)
 
         # 1. Neighbour pass: train-mode BN (statistics used and updated), no gradient.
         (neighbor_features, neighbor_logits), updates = model.apply(
@@ -118,6 +125,16 @@ def make_train_step(
         index = batch["index"]
         grad_fn = jax.grad(loss_fn, argnums=(0, 1), has_aux=True)
         (param_grads, theta_grads), aux = grad_fn(state.params, state.theta[index])
+        metrics = aux["metrics"]
+        if axis_name is not None:
+            # Each device differentiated the mean over its own rows: average the parameter
+            # gradients; a theta row lives on one device, so its gradient only needs the
+            # global 1/B, and every device applies every device's rows.
+            param_grads = jax.lax.pmean(param_grads, axis_name)
+            theta_grads = theta_grads / jax.lax.psum(1, axis_name)
+            index = jax.lax.all_gather(index, axis_name).reshape(-1)
+            theta_grads = jax.lax.all_gather(theta_grads, axis_name).reshape(-1)
+            metrics = jax.lax.pmean(metrics, axis_name)
 
         # 4. Adam on the model parameters.
         param_updates, opt_state = tx.update(param_grads, state.opt_state, state.params)
@@ -134,6 +151,7 @@ def make_train_step(
             *aux["center_rows"],
             lr=config.center_lr,
             push_scale=config.center_push_scale,
+            axis_name=axis_name,
         )
         new_state = state.replace(
             step=state.step + 1,
@@ -144,13 +162,13 @@ def make_train_step(
             theta_momentum=theta_momentum,
             centers=centers,
         )
-        return new_state, aux["metrics"]
+        return new_state, metrics
 
     return train_step
 
 
 def compile_train_step(model, tx, config, class_weights=None):
-    """The train step jitted once, with the incoming state donated."""
+    """The single-device train step jitted once, with the incoming state donated."""
     return jax.jit(make_train_step(model, tx, config, class_weights), donate_argnums=0)
 
 
@@ -170,4 +188,4 @@ def make_eval_step(model: models.LDLVA, num_classes: int):
         probs = jax.nn.softmax(logits) * mask[:, None]
         return {"confusion": true.T @ predicted, "prob_sum": probs.sum(axis=0)}
 
-    return jax.jit(eval_step)
+    return eval_step

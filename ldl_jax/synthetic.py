@@ -159,7 +159,8 @@ def make_synthetic_fer(
 
     Args:
         out_dir: Folder to create; must not exist or be empty.
-        seed: Seed of every random choice; equal seeds give equal files.
+        seed: Non-negative seed of every random choice; equal seeds give
+            equal files.
         num_train: Training images.
         num_test: Test images.
         num_val: Validation images; no validation split when 0.
@@ -175,7 +176,7 @@ def make_synthetic_fer(
         ValueError: If ``out_dir`` exists and is not an empty folder, or an
             argument is out of range.
     """
-    _check_arguments(num_train, num_test, num_val, image_size, num_neighbors)
+    _check_arguments(seed, num_train, num_test, num_val, image_size, num_neighbors)
     out_path = Path(out_dir)
     _check_output_folder(out_path)
     split_sizes = {"train": num_train, "test": num_test}
@@ -206,9 +207,16 @@ def make_synthetic_fer(
 
 
 def _check_arguments(
-    num_train: int, num_test: int, num_val: int, image_size: int, num_neighbors: int
+    seed: int,
+    num_train: int,
+    num_test: int,
+    num_val: int,
+    image_size: int,
+    num_neighbors: int,
 ) -> None:
-    """Raises ValueError for split sizes or options that cannot work."""
+    """Raises ValueError for a seed, split size or option that cannot work."""
+    if seed < 0:
+        raise ValueError(f"seed must not be negative; got {seed}.")
     if num_neighbors < 1:
         raise ValueError(f"num_neighbors must be at least 1; got {num_neighbors}.")
     if num_train <= num_neighbors:
@@ -221,9 +229,7 @@ def _check_arguments(
     if num_val < 0:
         raise ValueError(f"num_val must not be negative; got {num_val}.")
     if image_size < _MIN_IMAGE_SIZE:
-        raise ValueError(
-            f"image_size must be at least {_MIN_IMAGE_SIZE}; got {image_size}."
-        )
+        raise ValueError(f"image_size must be at least {_MIN_IMAGE_SIZE}; got {image_size}.")
 
 
 def _check_output_folder(out_path: Path) -> None:
@@ -259,16 +265,14 @@ def _write_split(
         pixels = _render_face(rng, expression, image_size)
         file_name = f"{index:05d}.jpg"
         Image.fromarray(pixels).save(image_dir / file_name, quality=_JPEG_QUALITY)
-        rows.append(
-            [f"{split}/{file_name}", str(label), _format_va(valence), _format_va(arousal)]
-        )
+        rows.append([f"{split}/{file_name}", str(label), _format_va(valence), _format_va(arousal)])
 
     header = ["subDirectory_filePath", "expression", "valence", "arousal"]
     if split == "train":
         header.append("knn")
         va_as_written = np.array([[float(row[2]), float(row[3])] for row in rows])
         knn = knn_in_va_space(va_as_written, num_neighbors)
-        for row, neighbours in zip(rows, format_knn_column(knn)):
+        for row, neighbours in zip(rows, format_knn_column(knn), strict=True):
             row.append(neighbours)
     _write_csv(root / f"{split}.csv", header, rows)
     return np.bincount(labels, minlength=NUM_CLASSES).tolist()
@@ -373,7 +377,7 @@ class _FaceFrame:
         cos, sin = np.cos(self.angle), np.sin(self.angle)
         canvas_x = self.center[0] + self.scale * (cos * x - sin * y)
         canvas_y = self.center[1] + self.scale * (sin * x + cos * y)
-        return list(zip(canvas_x.tolist(), canvas_y.tolist()))
+        return list(zip(canvas_x.tolist(), canvas_y.tolist(), strict=True))
 
     def ellipse(
         self, cx: float, cy: float, rx: float, ry: float, steps: int = 48
@@ -387,9 +391,7 @@ class _FaceFrame:
         return max(1, round(face_units * self.scale))
 
 
-def _render_face(
-    rng: np.random.Generator, expression: _Expression, image_size: int
-) -> np.ndarray:
+def _render_face(rng: np.random.Generator, expression: _Expression, image_size: int) -> np.ndarray:
     """Draws one face and returns it as a (size, size, 3) uint8 array."""
     canvas_size = image_size * _SUPERSAMPLING
     background = _random_color(rng, low=20, high=235)
@@ -451,9 +453,7 @@ def _draw_head(
     draw.polygon(frame.ellipse(0.0, 1.0, 0.38, 0.5), fill=_shade(skin, 0.85))
     if rng.random() < 0.75:
         hair_height = rng.uniform(0.75, 1.0)
-        draw.polygon(
-            frame.ellipse(0.0, -0.2, half_width * 1.12, hair_height), fill=hair
-        )
+        draw.polygon(frame.ellipse(0.0, -0.2, half_width * 1.12, hair_height), fill=hair)
     draw.polygon(frame.ellipse(0.0, 0.0, half_width, half_height), fill=skin)
 
 
@@ -477,9 +477,7 @@ def _draw_eyes(
             fill=(240, 240, 235),
         )
         iris_height = min(iris_radius, half_height)
-        draw.polygon(
-            frame.ellipse(cx, height_center, iris_radius, iris_height), fill=iris_color
-        )
+        draw.polygon(frame.ellipse(cx, height_center, iris_radius, iris_height), fill=iris_color)
         pupil = 0.45 * iris_radius
         draw.polygon(
             frame.ellipse(cx, height_center, pupil, min(pupil, half_height)),
@@ -574,9 +572,7 @@ def _draw_mouth(
     draw.line(outline + outline[:1], fill=lip_color, width=frame.width(0.03))
 
 
-def _draw_occluder(
-    draw: ImageDraw.ImageDraw, frame: _FaceFrame, rng: np.random.Generator
-) -> None:
+def _draw_occluder(draw: ImageDraw.ImageDraw, frame: _FaceFrame, rng: np.random.Generator) -> None:
     """Covers part of the face with a bar or a patch of random colour."""
     color = _random_color(rng, low=0, high=255)
     if rng.random() < 0.5:

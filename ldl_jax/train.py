@@ -9,7 +9,7 @@ import collections
 import dataclasses
 import json
 import pathlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
@@ -17,7 +17,7 @@ import numpy as np
 from absl import logging
 from clu import metric_writers, parameter_overview, periodic_actions
 
-from ldl_jax import checkpointing, evaluation, input_pipeline, models, steps, synthetic
+from ldl_jax import checkpointing, evaluation, input_pipeline, models, parallel, synthetic
 from ldl_jax.train_state import TrainState, create_optimizer, create_train_state
 
 EVAL_RESULTS_FILE = "eval_results.json"
@@ -104,22 +104,28 @@ def _decode_eval_sets(config, tables) -> dict[str, EvalSet]:
     }
 
 
-def prefetch_to_device(batches: Iterator[dict], size: int = 2) -> Iterator[dict]:
-    """Keeps `size` batches in flight to the device while the step runs."""
+def prefetch_to_device(
+    batches: Iterator[dict], place: Callable = jax.device_put, size: int = 2
+) -> Iterator[dict]:
+    """Keeps `size` batches, placed by `place`, in flight to the devices while the step runs."""
     queue = collections.deque()
     for batch in batches:
-        queue.append(jax.device_put(batch))
+        queue.append(place(batch))
         if len(queue) == size:
             yield queue.popleft()
     while queue:
         yield queue.popleft()
 
 
-def _evaluate_set(config, eval_step, state: TrainState, eval_set: EvalSet) -> dict[str, Any]:
+def _evaluate_set(
+    config, parallelism, eval_step, host_state: TrainState, eval_set: EvalSet
+) -> dict[str, Any]:
+    """Evaluates one set; each process feeds its share of every padded global batch."""
     batches = input_pipeline.eval_batches(
         eval_set.images, eval_set.labels, batch_size=config.eval_batch_size
     )
-    return evaluation.evaluate(eval_step, state.params, state.batch_stats, batches)
+    placed = (parallelism.place_batch(parallel.local_slice(batch)) for batch in batches)
+    return evaluation.evaluate(eval_step, host_state.params, host_state.batch_stats, placed)
 
 
 def _write_json(path: pathlib.Path, value) -> None:
@@ -202,7 +208,8 @@ def train_and_evaluate(config, workdir) -> dict[str, Any]:
         else config.num_epochs * steps_per_epoch
     )
 
-    model = models.create_model(config)
+    parallelism = parallel.create(config)
+    model = models.create_model(config, bn_axis_name=parallelism.bn_axis_name)
     tx = create_optimizer(config, steps_per_epoch)
     state = create_train_state(config, model, tx, table.num_rows)
     checkpoints = checkpointing.Checkpoints(workdir)
@@ -210,7 +217,7 @@ def train_and_evaluate(config, workdir) -> dict[str, Any]:
     checkpoints.check_signature(signature)
     meta = {"signature": signature, "best_val_accuracy": None, "val_history": []}
     if checkpoints.latest_step() is not None:
-        state, meta = checkpoints.restore(state)
+        state, meta = checkpoints.restore(parallelism.checkpoint_target(state))
         logging.info("Resumed from step %d", int(state.step))
 
     workdir.mkdir(parents=True, exist_ok=True)
@@ -228,10 +235,11 @@ def train_and_evaluate(config, workdir) -> dict[str, Any]:
         max_in_memory_bytes=int(config.data.max_in_memory_gb * (1 << 30)),
     )
     eval_sets = _decode_eval_sets(config, eval_tables)
-    train_step = steps.compile_train_step(model, tx, config, class_weights)
-    eval_step = steps.make_eval_step(model, config.num_classes)
+    train_step = parallelism.compile_train_step(model, tx, config, class_weights)
+    eval_step = parallelism.compile_eval_step(model, config.num_classes)
 
     start_step = int(state.step)
+    state = parallelism.place_state(state)
     batches = prefetch_to_device(
         input_pipeline.train_batches(
             table,
@@ -242,7 +250,8 @@ def train_and_evaluate(config, workdir) -> dict[str, Any]:
             start_step=start_step,
             process_index=jax.process_index(),
             process_count=jax.process_count(),
-        )
+        ),
+        parallelism.place_batch,
     )
     report_progress = periodic_actions.ReportProgress(
         num_train_steps=num_train_steps, writer=writer
@@ -254,6 +263,12 @@ def train_and_evaluate(config, workdir) -> dict[str, Any]:
         if summary is not None:
             writer.write_scalars(step, summary)
 
+    def synced_host_state():
+        nonlocal state
+        log_train_metrics(step)  # never evaluate or save a state after a non-finite loss
+        state = parallelism.sync_batch_stats(state)
+        return parallelism.host_state(state)
+
     for step in range(start_step + 1, num_train_steps + 1):
         with jax.profiler.StepTraceAnnotation("train", step_num=step):
             state, metrics = train_step(state, next(batches))
@@ -263,26 +278,27 @@ def train_and_evaluate(config, workdir) -> dict[str, Any]:
         if step % config.log_every_steps == 0 or is_last:
             log_train_metrics(step)
         if "val" in eval_sets and (step % config.val_interval == 0 or is_last):
-            log_train_metrics(step)
-            val = _evaluate_set(config, eval_step, state, eval_sets["val"])
+            host_state = synced_host_state()
+            val = _evaluate_set(config, parallelism, eval_step, host_state, eval_sets["val"])
             _write_eval_scalars(writer, step, "val", val)
             meta["val_history"].append({"step": step, "accuracy": val["accuracy"]})
             best = meta["best_val_accuracy"]
             if best is None or val["accuracy"] > best:
                 meta["best_val_accuracy"] = val["accuracy"]
                 checkpoints.save(
-                    state, meta, checkpointing.BEST, metrics={"accuracy": val["accuracy"]}
+                    host_state, meta, checkpointing.BEST, metrics={"accuracy": val["accuracy"]}
                 )
         end_of_epoch = step % steps_per_epoch == 0
         if is_last or (end_of_epoch and (step // steps_per_epoch) % config.save_interval == 0):
-            log_train_metrics(step)
-            checkpoints.save(state, meta)
+            checkpoints.save(synced_host_state(), meta)
 
+    step = num_train_steps
+    host_state = synced_host_state()
     results = {}
     for name, eval_set in eval_sets.items():
-        results[name] = _evaluate_set(config, eval_step, state, eval_set)
-        results[name]["step"] = int(state.step)
-        _write_eval_scalars(writer, int(state.step), name, results[name])
+        results[name] = _evaluate_set(config, parallelism, eval_step, host_state, eval_set)
+        results[name]["step"] = int(host_state.step)
+        _write_eval_scalars(writer, int(host_state.step), name, results[name])
     if meta["val_history"]:
         recent = [entry["accuracy"] for entry in meta["val_history"][-RECENT_EVALS:]]
         results["val_summary"] = {
@@ -321,14 +337,15 @@ def evaluate_checkpoint(config, workdir, checkpoint: str = "latest") -> dict[str
     num_train_rows = stored["signature"]["num_train_rows"]
     checkpoints.check_signature(checkpointing.model_signature(config, num_train_rows))
 
+    parallelism = parallel.create(config)
     model = models.create_model(config)
     tx = create_optimizer(config, steps_per_epoch=1)
     target = jax.eval_shape(lambda: create_train_state(config, model, tx, num_train_rows))
     state, _ = checkpoints.restore(target, which, step)
-    eval_step = steps.make_eval_step(model, config.num_classes)
+    eval_step = parallelism.compile_eval_step(model, config.num_classes)
     results = {}
     for name, eval_set in _decode_eval_sets(config, eval_tables).items():
-        results[name] = _evaluate_set(config, eval_step, state, eval_set)
+        results[name] = _evaluate_set(config, parallelism, eval_step, state, eval_set)
         results[name]["step"] = int(state.step)
         results[name]["checkpoint"] = which
     _write_json(workdir / EVAL_RESULTS_FILE, results)

@@ -57,9 +57,7 @@ def knn_in_va_space(va: np.ndarray, k: int, chunk_size: int = 256) -> np.ndarray
         queries = spatial_order[start:stop]
         nearby = spatial_order[max(0, start - k) : stop + k]
         radius = _kth_distance_bound(points, queries, nearby, k)
-        candidates = _rows_in_grown_box(
-            points, by_valence, points_by_valence, queries, radius
-        )
+        candidates = _rows_in_grown_box(points, by_valence, points_by_valence, queries, radius)
         neighbours[queries] = _exact_neighbours(points, queries, candidates, k)
     return neighbours
 
@@ -80,9 +78,7 @@ def _validated_points(va: np.ndarray) -> np.ndarray:
     """Checks the VA array and returns it as contiguous float64."""
     points = np.asarray(va, dtype=np.float64)
     if points.ndim != 2 or points.shape[1] != 2:
-        raise ValueError(
-            f"va must have shape (N, 2) (valence, arousal); got {points.shape}."
-        )
+        raise ValueError(f"va must have shape (N, 2) (valence, arousal); got {points.shape}.")
     finite_rows = np.all(np.isfinite(points), axis=1)
     if not np.all(finite_rows):
         bad_rows = np.flatnonzero(~finite_rows)
@@ -100,8 +96,7 @@ def _validated_k(k: int, num_points: int) -> int:
     k = int(k)
     if not 1 <= k < num_points:
         raise ValueError(
-            f"k must satisfy 1 <= k < N (self is excluded); got k={k}, "
-            f"N={num_points}."
+            f"k must satisfy 1 <= k < N (self is excluded); got k={k}, N={num_points}."
         )
     return k
 

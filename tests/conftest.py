@@ -1,6 +1,6 @@
 """Shared fixtures: a tiny config and random batches in the train step's format."""
 
-import tempfile
+import pathlib
 
 import jax
 import numpy as np
@@ -9,9 +9,10 @@ import pytest
 from configs import default
 
 # Tests build the same small programs many times (each training run compiles its own step):
-# a persistent compilation cache turns the repeats into cache hits.
-jax.config.update('jax_compilation_cache_dir', tempfile.mkdtemp(prefix='ldl_jax_xla_cache_'))
-jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+# a persistent compilation cache (keyed by the program, so never stale) turns repeats into hits.
+XLA_CACHE_DIR = pathlib.Path(__file__).resolve().parents[1] / ".pytest_cache" / "xla"
+jax.config.update("jax_compilation_cache_dir", str(XLA_CACHE_DIR))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
 def make_tiny_config(**overrides):
@@ -24,6 +25,17 @@ def make_tiny_config(**overrides):
     config.num_neighbors = 3
     config.lr = 1e-3
     config.update(overrides)
+    return config
+
+
+def make_data_config(data_dir, **overrides):
+    """The tiny config on a synthetic data set in `data_dir`, training 2 steps."""
+    fields = dict(num_train_steps=2, log_every_steps=1, val_interval=2, eval_batch_size=4)
+    config = make_tiny_config(**{**fields, **overrides})
+    config.data.image_dir = str(data_dir / "images")
+    config.data.train_csv = str(data_dir / "train.csv")
+    config.data.val_csv = str(data_dir / "val.csv")
+    config.data.test_csv = str(data_dir / "test.csv")
     return config
 
 
@@ -40,6 +52,27 @@ def make_random_batch(config, num_rows, seed=0):
         "neighbor_index": rng.integers(0, num_rows, (b, k)).astype(np.int32),
         "neighbor_label": rng.integers(0, config.num_classes, (b, k)).astype(np.int32),
     }
+
+
+NUM_TRAIN, NUM_VAL, NUM_TEST = 40, 10, 13  # 13 test images: not a multiple of any batch size
+
+
+@pytest.fixture(scope="session")
+def synthetic_dir(tmp_path_factory):
+    """A small synthetic data set at 16x16 with 4 neighbours per row, made once."""
+    from ldl_jax import synthetic
+
+    out = tmp_path_factory.mktemp("data") / "synthetic"
+    synthetic.make_synthetic_fer(
+        out,
+        seed=0,
+        num_train=NUM_TRAIN,
+        num_val=NUM_VAL,
+        num_test=NUM_TEST,
+        image_size=16,
+        num_neighbors=4,
+    )
+    return out
 
 
 @pytest.fixture

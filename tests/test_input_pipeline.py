@@ -290,8 +290,7 @@ def test_load_images_resizes_and_expands_grayscale(tmp_path):
 def test_memmap_cache_matches_memory_and_is_reused(dataset, monkeypatch, tmp_path):
     write_csv, image_dir, images = dataset
     table = _read_train(write_csv(), image_dir)
-    cache = tmp_path / "cache" / "train.npy"
-    cache.parent.mkdir()
+    cache = tmp_path / "cache" / "train.npy"  # the directory is created
     in_memory = ip.load_images(table.paths, SIZE)
     cached = ip.load_images(table.paths, SIZE, cache_path=cache, max_in_memory_bytes=0)
     assert isinstance(cached, np.memmap)

@@ -6,35 +6,8 @@ import jax
 import numpy as np
 import pytest
 
-from ldl_jax import checkpointing, synthetic, train
-from tests.conftest import make_tiny_config
-
-NUM_TRAIN, NUM_VAL, NUM_TEST = 40, 10, 13  # 13 test images: not a multiple of any batch size
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("data") / "synthetic"
-    synthetic.make_synthetic_fer(
-        out,
-        seed=0,
-        num_train=NUM_TRAIN,
-        num_val=NUM_VAL,
-        num_test=NUM_TEST,
-        image_size=16,
-        num_neighbors=4,
-    )
-    return out
-
-
-def _config(data_dir, **overrides):
-    fields = dict(num_train_steps=2, log_every_steps=1, val_interval=2, eval_batch_size=5)
-    config = make_tiny_config(**{**fields, **overrides})
-    config.data.image_dir = str(data_dir / "images")
-    config.data.train_csv = str(data_dir / "train.csv")
-    config.data.val_csv = str(data_dir / "val.csv")
-    config.data.test_csv = str(data_dir / "test.csv")
-    return config
+from ldl_jax import checkpointing, train
+from tests.conftest import NUM_TEST, NUM_TRAIN, NUM_VAL, make_data_config
 
 
 def _latest_state(config, workdir):
@@ -50,8 +23,8 @@ def _latest_state(config, workdir):
     return state, meta
 
 
-def test_two_step_run_writes_results_and_checkpoints(data_dir, tmp_path):
-    config = _config(data_dir)
+def test_two_step_run_writes_results_and_checkpoints(synthetic_dir, tmp_path):
+    config = make_data_config(synthetic_dir)
     results = train.train_and_evaluate(config, tmp_path)
     saved = json.loads((tmp_path / train.EVAL_RESULTS_FILE).read_text())
     for name, size in (("val", NUM_VAL), ("test", NUM_TEST)):
@@ -69,13 +42,13 @@ def test_two_step_run_writes_results_and_checkpoints(data_dir, tmp_path):
     assert checkpointing.Checkpoints(tmp_path).latest_step(checkpointing.BEST) == 2
 
 
-def test_resume_matches_uninterrupted_run(data_dir, tmp_path):
+def test_resume_matches_uninterrupted_run(synthetic_dir, tmp_path):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    train.train_and_evaluate(_config(data_dir, num_train_steps=4), straight)
-    train.train_and_evaluate(_config(data_dir, num_train_steps=2), resumed)
-    train.train_and_evaluate(_config(data_dir, num_train_steps=4), resumed)
-    expected, _ = _latest_state(_config(data_dir), straight)
-    got, _ = _latest_state(_config(data_dir), resumed)
+    train.train_and_evaluate(make_data_config(synthetic_dir, num_train_steps=4), straight)
+    train.train_and_evaluate(make_data_config(synthetic_dir, num_train_steps=2), resumed)
+    train.train_and_evaluate(make_data_config(synthetic_dir, num_train_steps=4), resumed)
+    expected, _ = _latest_state(make_data_config(synthetic_dir), straight)
+    got, _ = _latest_state(make_data_config(synthetic_dir), resumed)
     assert int(got.step) == 4
     for name, a, b in zip(
         ("state",), [jax.tree.leaves(expected)], [jax.tree.leaves(got)], strict=True
@@ -87,10 +60,10 @@ def test_resume_matches_uninterrupted_run(data_dir, tmp_path):
     assert np.any(np.asarray(got.centers) != 0)
 
 
-def test_eval_mode_restores_and_counts_each_image_once(data_dir, tmp_path):
-    train.train_and_evaluate(_config(data_dir), tmp_path)
+def test_eval_mode_restores_and_counts_each_image_once(synthetic_dir, tmp_path):
+    train.train_and_evaluate(make_data_config(synthetic_dir), tmp_path)
     trained = json.loads((tmp_path / train.EVAL_RESULTS_FILE).read_text())
-    config = _config(data_dir, eval_batch_size=4)
+    config = make_data_config(synthetic_dir, eval_batch_size=3)
     results = train.evaluate_checkpoint(config, tmp_path, "best")
     assert results["test"]["num_examples"] == NUM_TEST
     assert results["test"]["confusion_matrix"] == trained["test"]["confusion_matrix"]
@@ -99,10 +72,10 @@ def test_eval_mode_restores_and_counts_each_image_once(data_dir, tmp_path):
         train.evaluate_checkpoint(config, tmp_path, "7")
 
 
-def test_checkpoint_of_another_model_is_refused_before_writing(data_dir, tmp_path):
-    train.train_and_evaluate(_config(data_dir), tmp_path)
+def test_checkpoint_of_another_model_is_refused_before_writing(synthetic_dir, tmp_path):
+    train.train_and_evaluate(make_data_config(synthetic_dir), tmp_path)
     config_before = (tmp_path / "config.json").read_text()
-    other = _config(data_dir)
+    other = make_data_config(synthetic_dir)
     other.model.backbone = "ir_tiny"
     with pytest.raises(checkpointing.CheckpointMismatchError, match="backbone"):
         train.train_and_evaluate(other, tmp_path)
@@ -111,10 +84,12 @@ def test_checkpoint_of_another_model_is_refused_before_writing(data_dir, tmp_pat
         train.evaluate_checkpoint(other, tmp_path)
 
 
-def test_non_finite_loss_stops_with_the_step_and_keeps_the_checkpoint(data_dir, tmp_path):
-    train.train_and_evaluate(_config(data_dir), tmp_path)
+def test_non_finite_loss_stops_with_the_step_and_keeps_the_checkpoint(synthetic_dir, tmp_path):
+    train.train_and_evaluate(make_data_config(synthetic_dir), tmp_path)
     with pytest.raises(FloatingPointError, match="step 4"):
-        train.train_and_evaluate(_config(data_dir, num_train_steps=6, lr=float("nan")), tmp_path)
+        train.train_and_evaluate(
+            make_data_config(synthetic_dir, num_train_steps=6, lr=float("nan")), tmp_path
+        )
     assert checkpointing.Checkpoints(tmp_path).latest_step() == 2
 
 
@@ -126,8 +101,8 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_checkpoint(data_dir, 
         ("num_neighbors", 9, "knn"),
     ],
 )
-def test_config_that_does_not_fit_is_named(data_dir, tmp_path, field, value, message):
-    config = _config(data_dir)
+def test_config_that_does_not_fit_is_named(synthetic_dir, tmp_path, field, value, message):
+    config = make_data_config(synthetic_dir)
     config[field] = value
     with pytest.raises(ValueError, match=message):
         train.train_and_evaluate(config, tmp_path / "run")

@@ -1,0 +1,156 @@
+"""Data parallelism over all devices of all processes: `config.parallel` = 'mesh' or 'pmap'.
+
+- 'mesh': the train step is one global program, jitted over a 1-D `Mesh` with the batch
+  sharded along it and the state replicated (`NamedSharding`). XLA inserts the collectives;
+  everything, BatchNorm statistics included, is computed over the global batch, exactly as on
+  one device.
+- 'pmap': the step runs per device under `jax.pmap` with explicit collectives (see
+  `steps.make_train_step(axis_name=...)`); BatchNorm is per device (each device normalises its
+  own B / devices rows, as the reference's single GPU did with its 32) unless
+  `config.sync_batch_norm`, and the per-device statistics are averaged before evaluation and
+  saving.
+
+Checkpoints and evaluation see one host-level copy of the state (`host_state`, after
+`sync_batch_stats`), so they do not depend on the number of devices.
+"""
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from ldl_jax import steps
+
+DATA_AXIS = "data"
+MODES = ("mesh", "pmap")
+
+
+def local_slice(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """This process's contiguous share of a global batch."""
+    count, index = jax.process_count(), jax.process_index()
+    return jax.tree.map(
+        lambda x: x[index * (len(x) // count) : (index + 1) * (len(x) // count)], batch
+    )
+
+
+class MeshParallel:
+    """jit over a Mesh of all devices; BatchNorm is always synchronised."""
+
+    bn_axis_name = None
+
+    def __init__(self):
+        self.mesh = Mesh(np.asarray(jax.devices()), (DATA_AXIS,))
+        self.replicated = NamedSharding(self.mesh, P())
+        self.sharded = NamedSharding(self.mesh, P(DATA_AXIS))
+
+    def place_state(self, state):
+        return jax.device_put(state, self.replicated)
+
+    def sync_batch_stats(self, state):
+        return state
+
+    def checkpoint_target(self, state):
+        """Where a restored state goes: replicated over the mesh (on every process)."""
+        return self.place_state(state)
+
+    def host_state(self, state):
+        return state
+
+    def place_batch(self, local_batch: dict[str, np.ndarray]):
+        """A global array from each process's local rows."""
+        return jax.tree.map(
+            lambda x: jax.make_array_from_process_local_data(self.sharded, x), local_batch
+        )
+
+    def compile_train_step(self, model, tx, config, class_weights=None) -> Callable:
+        return jax.jit(
+            steps.make_train_step(model, tx, config, class_weights),
+            in_shardings=(self.replicated, self.sharded),
+            out_shardings=(self.replicated, self.replicated),
+            donate_argnums=0,
+        )
+
+    def compile_eval_step(self, model, num_classes: int) -> Callable:
+        return jax.jit(
+            steps.make_eval_step(model, num_classes),
+            in_shardings=(self.replicated, self.replicated, self.sharded),
+            out_shardings=self.replicated,
+        )
+
+
+class PmapParallel:
+    """pmap over the local devices, collectives across all processes' devices."""
+
+    def __init__(self, sync_batch_norm: bool):
+        self.bn_axis_name = DATA_AXIS if sync_batch_norm else None
+        self.num_local_devices = jax.local_device_count()
+        self._average_batch_stats = jax.pmap(
+            lambda stats: jax.lax.pmean(stats, DATA_AXIS), axis_name=DATA_AXIS
+        )
+
+    def place_state(self, state):
+        """One copy of the host-level state per local device."""
+        stacked = jax.tree.map(
+            lambda x: np.broadcast_to(np.asarray(x), (self.num_local_devices,) + np.shape(x)),
+            state,
+        )
+        return jax.pmap(lambda x: x)(stacked)
+
+    def checkpoint_target(self, state):
+        """Where a restored state goes: one host-level copy, replicated afterwards."""
+        return state
+
+    def sync_batch_stats(self, state):
+        """Replaces every device's BatchNorm statistics by their mean over the devices."""
+        return state.replace(batch_stats=self._average_batch_stats(state.batch_stats))
+
+    def host_state(self, state):
+        """One copy of a state whose statistics were synchronised."""
+        return jax.tree.map(lambda x: x[0], state)
+
+    def place_batch(self, local_batch: dict[str, np.ndarray]):
+        """Splits the local rows over the local devices: (devices, rows / devices, ...)."""
+        return jax.tree.map(
+            lambda x: np.reshape(x, (self.num_local_devices, -1) + x.shape[1:]), local_batch
+        )
+
+    def compile_train_step(self, model, tx, config, class_weights=None) -> Callable:
+        return jax.pmap(
+            steps.make_train_step(model, tx, config, class_weights, axis_name=DATA_AXIS),
+            axis_name=DATA_AXIS,
+            donate_argnums=0,
+        )
+
+    def compile_eval_step(self, model, num_classes: int) -> Callable:
+        per_device = jax.pmap(
+            steps.make_eval_step(model, num_classes), axis_name=DATA_AXIS, in_axes=(None, None, 0)
+        )
+
+        def eval_step(params, batch_stats, batch):
+            counts = per_device(params, batch_stats, batch)
+            return jax.tree.map(lambda x: jnp.sum(x, axis=0), counts)
+
+        return eval_step
+
+
+def create(config):
+    """The parallelism of `config.parallel`, after checking that the batches divide."""
+    if config.parallel not in MODES:
+        raise ValueError(f"config.parallel={config.parallel!r} is not one of {MODES}")
+    num_devices = jax.device_count()
+    for field in ("batch_size", "eval_batch_size"):
+        if config[field] % num_devices:
+            raise ValueError(
+                f"config.{field}={config[field]} does not divide over {num_devices} devices"
+            )
+    if config.parallel == "mesh":
+        if not config.sync_batch_norm:
+            raise ValueError(
+                "config.parallel='mesh' computes BatchNorm over the global batch: set "
+                "config.sync_batch_norm=True, or use config.parallel='pmap' for per-device BN"
+            )
+        return MeshParallel()
+    return PmapParallel(config.sync_batch_norm)

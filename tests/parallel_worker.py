@@ -1,0 +1,78 @@
+"""Runs a few train steps under one parallelism and saves the final state (for test_parallel).
+
+Run as a subprocess: the device count must be fixed (XLA_FLAGS) before JAX is imported.
+
+  python -m tests.parallel_worker --devices=2 --mode=pmap --out=state.npz
+      [--num_processes=2 --process_id=0 --coordinator=127.0.0.1:PORT]
+  python -m tests.parallel_worker --devices=2 --mode=mesh --data_dir=DATA --workdir=W
+"""
+
+import argparse
+import os
+import pathlib
+
+
+def parse_args():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--devices", type=int, required=True, help="CPU devices per process")
+    parser.add_argument("--mode", choices=("mesh", "pmap"), required=True)
+    parser.add_argument("--sync_batch_norm", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--out", default="", help="where to save the state after the steps")
+    parser.add_argument("--data_dir", default="", help="with --workdir: run the trainer")
+    parser.add_argument("--workdir", default="")
+    parser.add_argument("--num_processes", type=int, default=1)
+    parser.add_argument("--process_id", type=int, default=0)
+    parser.add_argument("--coordinator", default="")
+    return parser.parse_args()
+
+
+def main():
+    args = parse_args()
+    os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.devices}"
+    import jax
+    import numpy as np
+
+    if args.num_processes > 1:
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(
+            coordinator_address=args.coordinator,
+            num_processes=args.num_processes,
+            process_id=args.process_id,
+        )
+    from ldl_jax import models, parallel, train, train_state
+    from tests.conftest import make_data_config, make_random_batch, make_tiny_config
+
+    if args.workdir:
+        config = make_data_config(
+            pathlib.Path(args.data_dir),
+            parallel=args.mode,
+            sync_batch_norm=bool(args.sync_batch_norm),
+            num_train_steps=args.steps,
+        )
+        train.train_and_evaluate(config, args.workdir)
+        return
+    num_rows = 20
+    config = make_tiny_config(parallel=args.mode, sync_batch_norm=bool(args.sync_batch_norm))
+    parallelism = parallel.create(config)
+    model = models.create_model(config, bn_axis_name=parallelism.bn_axis_name)
+    tx = train_state.create_optimizer(config, steps_per_epoch=5)
+    state = parallelism.place_state(train_state.create_train_state(config, model, tx, num_rows))
+    train_step = parallelism.compile_train_step(model, tx, config)
+    history = []
+    for seed in range(args.steps):
+        batch = parallel.local_slice(make_random_batch(config, num_rows, seed=seed))
+        state, metrics = train_step(state, parallelism.place_batch(batch))
+        history.append(metrics)
+    host = parallelism.host_state(parallelism.sync_batch_stats(state))
+    leaves = jax.tree_util.tree_flatten_with_path(host)[0]
+    arrays = {jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in leaves}
+    for name in history[0]:
+        values = [np.asarray(metrics[name]) for metrics in history]
+        arrays[f"metric/{name}"] = np.array([v.reshape(-1)[0] for v in values])
+    if jax.process_index() == 0:
+        np.savez(args.out, **arrays)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,240 @@
+"""Tests of the synthetic FER generator and the VA nearest-neighbour search."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ldl_jax.synthetic import CLASS_NAMES, make_synthetic_fer
+from ldl_jax.va_knn import format_knn_column, knn_in_va_space
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SMALL = {"num_train": 60, "num_test": 21, "num_val": 14, "image_size": 32, "num_neighbors": 8}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out_dir = tmp_path_factory.mktemp("synthetic") / "fer"
+    make_synthetic_fer(out_dir, seed=3, **SMALL)
+    return out_dir
+
+
+def read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    with open(path, newline="", encoding="utf-8") as file:
+        reader = csv.DictReader(file)
+        return list(reader.fieldnames), list(reader)
+
+
+def read_images(out_dir: Path, rows: list[dict[str, str]]) -> list[np.ndarray]:
+    return [
+        np.asarray(Image.open(out_dir / "images" / row["subDirectory_filePath"])) for row in rows
+    ]
+
+
+def brute_force_knn(va: np.ndarray, k: int) -> np.ndarray:
+    """Reference: full L1 matrix, self at infinity, stable sort (ties by index)."""
+    distances = np.abs(va[:, None, 0] - va[None, :, 0]) + np.abs(va[:, None, 1] - va[None, :, 1])
+    np.fill_diagonal(distances, np.inf)
+    return np.argsort(distances, axis=1, kind="stable")[:, :k]
+
+
+def test_layout_and_summary(tmp_path: Path) -> None:
+    out_dir = tmp_path / "fer"
+    summary = make_synthetic_fer(out_dir, seed=0, **SMALL)
+
+    assert summary["counts"] == {"train": 60, "test": 21, "val": 14}
+    assert summary["csv"]["train"] == str(out_dir / "train.csv")
+    assert summary["image_dir"] == str(out_dir / "images")
+    for split, size in summary["counts"].items():
+        assert sum(summary["class_counts"][split]) == size
+        assert len(list((out_dir / "images" / split).iterdir())) == size
+    # Only the finished dataset is left next to it: no staging folder.
+    assert [path.name for path in tmp_path.iterdir()] == ["fer"]
+
+
+def test_no_val_split_by_default(tmp_path: Path) -> None:
+    summary = make_synthetic_fer(
+        tmp_path / "fer", num_train=20, num_test=7, image_size=16, num_neighbors=4
+    )
+
+    assert set(summary["counts"]) == {"train", "test"}
+    assert not (tmp_path / "fer" / "val.csv").exists()
+    assert not (tmp_path / "fer" / "images" / "val").exists()
+
+
+def test_same_seed_gives_identical_dataset(dataset: Path, tmp_path: Path) -> None:
+    again = tmp_path / "again"
+    make_synthetic_fer(again, seed=3, **SMALL)
+
+    for split in ("train", "test", "val"):
+        assert (again / f"{split}.csv").read_bytes() == (dataset / f"{split}.csv").read_bytes()
+        _, rows = read_rows(dataset / f"{split}.csv")
+        for first, second in zip(read_images(dataset, rows), read_images(again, rows), strict=True):
+            np.testing.assert_array_equal(first, second)
+
+
+def test_different_seeds_differ(dataset: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    make_synthetic_fer(other, seed=4, **SMALL)
+
+    assert (other / "train.csv").read_bytes() != (dataset / "train.csv").read_bytes()
+    _, rows = read_rows(dataset / "train.csv")
+    first = np.stack(read_images(dataset, rows))
+    second = np.stack(read_images(other, rows))
+    assert not np.array_equal(first, second)
+
+
+def test_training_csv_columns_and_values(dataset: Path) -> None:
+    columns, rows = read_rows(dataset / "train.csv")
+
+    assert columns == ["subDirectory_filePath", "expression", "valence", "arousal", "knn"]
+    assert [row["subDirectory_filePath"] for row in rows] == [
+        f"train/{index:05d}.jpg" for index in range(len(rows))
+    ]
+    for row in rows:
+        assert 0 <= int(row["expression"]) < len(CLASS_NAMES)
+        for name in ("valence", "arousal"):
+            whole, decimals = row[name].lstrip("-").split(".")
+            assert len(decimals) == 4 and whole.isdigit()
+            assert -1.0 <= float(row[name]) <= 1.0
+
+
+@pytest.mark.parametrize("split", ["test", "val"])
+def test_evaluation_csv_columns(dataset: Path, split: str) -> None:
+    columns, rows = read_rows(dataset / f"{split}.csv")
+
+    assert columns == ["subDirectory_filePath", "expression", "valence", "arousal"]
+    assert rows[0]["subDirectory_filePath"] == f"{split}/00000.jpg"
+    assert len(rows) == SMALL[f"num_{split}"]
+
+
+def test_knn_column_is_exact_l1_ranking_of_written_values(dataset: Path) -> None:
+    _, rows = read_rows(dataset / "train.csv")
+    va = np.array([[float(row["valence"]), float(row["arousal"])] for row in rows])
+    knn = np.array([[int(index) for index in row["knn"].split(";")] for row in rows])
+
+    assert knn.shape == (SMALL["num_train"], SMALL["num_neighbors"])
+    assert knn.min() >= 0 and knn.max() < len(rows)
+    assert not np.any(knn == np.arange(len(rows))[:, None])
+    np.testing.assert_array_equal(knn, brute_force_knn(va, SMALL["num_neighbors"]))
+
+
+@pytest.mark.parametrize("split", ["train", "test", "val"])
+def test_every_class_appears(dataset: Path, split: str) -> None:
+    _, rows = read_rows(dataset / f"{split}.csv")
+
+    assert {int(row["expression"]) for row in rows} == set(range(len(CLASS_NAMES)))
+
+
+def test_images_decode_to_requested_size(dataset: Path) -> None:
+    for split in ("train", "test", "val"):
+        _, rows = read_rows(dataset / f"{split}.csv")
+        for image in read_images(dataset, rows):
+            assert image.shape == (SMALL["image_size"], SMALL["image_size"], 3)
+            assert image.dtype == np.uint8
+
+
+def test_refuses_non_empty_output_folder(tmp_path: Path) -> None:
+    out_dir = tmp_path / "fer"
+    out_dir.mkdir()
+    (out_dir / "old.txt").write_text("keep me")
+
+    with pytest.raises(ValueError, match="not empty"):
+        make_synthetic_fer(out_dir, **SMALL)
+    assert [path.name for path in out_dir.iterdir()] == ["old.txt"]
+
+
+def test_fills_an_existing_empty_folder(tmp_path: Path) -> None:
+    out_dir = tmp_path / "fer"
+    out_dir.mkdir()
+
+    make_synthetic_fer(out_dir, num_train=20, num_test=7, image_size=16, num_neighbors=4)
+    assert (out_dir / "train.csv").is_file()
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        {"num_train": 8, "num_neighbors": 8},
+        {"num_neighbors": 0},
+        {"num_test": 0},
+        {"num_val": -1},
+        {"image_size": 8},
+        {"seed": -1},
+    ],
+)
+def test_rejects_bad_arguments(tmp_path: Path, arguments: dict) -> None:
+    with pytest.raises(ValueError):
+        make_synthetic_fer(tmp_path / "fer", **{**SMALL, **arguments})
+    assert not any(tmp_path.iterdir())
+
+
+def test_command_line_tool(tmp_path: Path) -> None:
+    out_dir = tmp_path / "fer"
+    command = [
+        sys.executable,
+        str(REPO_ROOT / "tools" / "make_synthetic_fer.py"),
+        *("--out", str(out_dir), "--seed", "1", "--num_train", "12", "--num_test", "7"),
+        *("--image_size", "16", "--num_neighbors", "3"),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, check=False, cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    assert '"train": 12' in result.stdout
+    assert (out_dir / "test.csv").is_file()
+
+
+@pytest.mark.parametrize("decimals", [0, 1, 2, 4, None])
+def test_knn_matches_brute_force_with_ties(decimals: int | None) -> None:
+    rng = np.random.default_rng(decimals or 99)
+    va = rng.uniform(-1.0, 1.0, size=(300, 2))
+    if decimals is not None:
+        va = np.round(va, decimals)  # Coarse grids force many exact ties.
+    va[10] = va[20] = va[30]  # Duplicated points.
+
+    for k in (1, 5, 40):
+        expected = brute_force_knn(va, k)
+        for chunk_size in (1, 7, 64, 300):
+            np.testing.assert_array_equal(knn_in_va_space(va, k, chunk_size=chunk_size), expected)
+
+
+def test_knn_all_points_equal_orders_by_index() -> None:
+    knn = knn_in_va_space(np.zeros((6, 2)), k=3)
+
+    np.testing.assert_array_equal(
+        knn, [[1, 2, 3], [0, 2, 3], [0, 1, 3], [0, 1, 2]] + [[0, 1, 2]] * 2
+    )
+    assert knn.dtype == np.int64
+
+
+def test_knn_largest_k_lists_every_other_row() -> None:
+    va = np.random.default_rng(0).normal(size=(25, 2))
+    knn = knn_in_va_space(va, k=24, chunk_size=4)
+
+    for row, neighbours in enumerate(knn):
+        assert sorted(neighbours) == [index for index in range(25) if index != row]
+
+
+@pytest.mark.parametrize(
+    ("va", "k", "message"),
+    [
+        (np.zeros((5, 2)), 5, "1 <= k < N"),
+        (np.zeros((5, 2)), 0, "1 <= k < N"),
+        (np.zeros((5, 3)), 2, "shape"),
+        (np.array([[0.0, 0.0], [np.nan, 0.0], [1.0, 1.0]]), 1, "non-finite"),
+        (np.array([[0.0, 0.0], [0.0, np.inf], [1.0, 1.0]]), 1, "non-finite"),
+    ],
+)
+def test_knn_rejects_bad_input(va: np.ndarray, k: int, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        knn_in_va_space(va, k)
+
+
+def test_format_knn_column() -> None:
+    assert format_knn_column(np.array([[4, 17, 2], [0, 1, 3]])) == ["4;17;2", "0;1;3"]
