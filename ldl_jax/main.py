@@ -19,7 +19,26 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and res
 flags.DEFINE_enum("mode", "train", ["train", "eval"], "Train (resuming if possible) or evaluate.")
 flags.DEFINE_string("checkpoint", "latest", "For --mode=eval: 'latest', 'best' or a step.")
 config_flags.DEFINE_config_file("config", None, "Training configuration file.", lock_config=True)
+flags.DEFINE_bool(
+    "distributed",
+    False,
+    "Several hosts: call jax.distributed.initialize(), from the three flags below or, where "
+    "they are unset, from the cluster's environment (SLURM, Open MPI, Kubernetes, ...).",
+)
+flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (with --distributed).")
+flags.DEFINE_integer("num_processes", None, "Number of processes (with --distributed).")
+flags.DEFINE_integer("process_id", None, "This process's index (with --distributed).")
 flags.mark_flags_as_required(["config", "workdir"])
+
+
+def initialize_distributed():
+    """Joins the processes of a multi-host run; CPU processes talk over gloo."""
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(
+        coordinator_address=FLAGS.coordinator_address,
+        num_processes=FLAGS.num_processes,
+        process_id=FLAGS.process_id,
+    )
 
 
 def main(argv):
@@ -27,6 +46,8 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     # TensorFlow only feeds data: keep it off the accelerators JAX uses.
     tf.config.set_visible_devices([], "GPU")
+    if FLAGS.distributed:
+        initialize_distributed()
     logging.info(
         "JAX process %d / %d, devices: %s", jax.process_index(), jax.process_count(), jax.devices()
     )

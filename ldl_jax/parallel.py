@@ -108,8 +108,19 @@ class PmapParallel:
         return state.replace(batch_stats=self._average_batch_stats(state.batch_stats))
 
     def host_state(self, state):
-        """One copy of a state whose statistics were synchronised."""
-        return jax.tree.map(lambda x: x[0], state)
+        """One copy of a state whose statistics were synchronised.
+
+        With several processes the copy is a global array replicated over every process's
+        devices, as orbax's collective save and the mesh mode expect.
+        """
+        local_copy = jax.tree.map(lambda x: x[0], state)
+        if jax.process_count() == 1:
+            return local_copy
+        replicated = NamedSharding(Mesh(np.asarray(jax.devices()), (DATA_AXIS,)), P())
+        return jax.tree.map(
+            lambda x: jax.make_array_from_process_local_data(replicated, np.asarray(x)),
+            local_copy,
+        )
 
     def place_batch(self, local_batch: dict[str, np.ndarray]):
         """Splits the local rows over the local devices: (devices, rows / devices, ...)."""

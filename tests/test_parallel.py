@@ -114,14 +114,15 @@ def _free_port():
         return sock.getsockname()[1]
 
 
-def test_two_processes_match_one_process_with_two_devices(states, tmp_path):
+@pytest.mark.parametrize("mode", ["mesh", "pmap"])
+def test_two_processes_match_one_process_with_two_devices(states, tmp_path, mode):
     path = tmp_path / "two_processes.npz"
     coordinator = f"127.0.0.1:{_free_port()}"
     _wait(
         [
             _worker(
                 "--devices=1",
-                "--mode=mesh",
+                f"--mode={mode}",
                 "--num_processes=2",
                 f"--process_id={index}",
                 f"--coordinator={coordinator}",
@@ -130,4 +131,4 @@ def test_two_processes_match_one_process_with_two_devices(states, tmp_path):
             for index in range(2)
         ]
     )
-    _assert_states_close(states["mesh", 2], dict(np.load(path)))
+    _assert_states_close(states[mode, 2], dict(np.load(path)))
