@@ -244,6 +244,11 @@ def benchmark(config) -> dict:
     results["floor_ratio"] = (
         results["ldl_step"]["seconds_per_step"] / results["floor"]["seconds_per_step"]
     )
+    if results["floor"]["gflops_per_step"]:
+        # What the method itself adds over the floor (AdaptiveSimNet, losses, updates).
+        results["floor_flops_ratio"] = (
+            results["ldl_step"]["gflops_per_step"] / results["floor"]["gflops_per_step"]
+        )
 
     if pipeline is not None:
         results["pipeline"] = pipeline.measure(FLAGS.steps)
