@@ -17,7 +17,7 @@ def get_config():
         {
             "dir": "data/synthetic",
             "seed": 0,
-            "num_train": 2000,
+            "num_train": 4000,
             "num_val": 300,
             "num_test": 500,
             "image_size": 48,
@@ -28,14 +28,14 @@ def get_config():
     config.data.train_csv = "data/synthetic/train.csv"
     config.data.val_csv = "data/synthetic/val.csv"
     config.data.test_csv = "data/synthetic/test.csv"
-    config.model.backbone = "resnet_tiny"
-    config.input_size = 32
+    config.model.backbone = "resnet_small"
+    config.input_size = 48
     config.pad_size = 2
     config.batch_size = 32
-    config.num_epochs = 6
+    config.num_epochs = 8
     config.lr = 3e-3
-    config.lr_steps = (4,)
-    config.val_interval = 60
+    config.lr_steps = (6,)
+    config.val_interval = 250
     config.save_interval = 2
-    config.log_every_steps = 20
+    config.log_every_steps = 50
     return config
