@@ -32,10 +32,10 @@ def get_config():
     config.input_size = 48
     config.pad_size = 2
     config.batch_size = 32
-    config.num_epochs = 8
+    config.num_epochs = 30
     config.lr = 3e-3
-    config.lr_steps = (6,)
-    config.val_interval = 250
+    config.lr_steps = (20, 27)
+    config.val_interval = 500
     config.save_interval = 2
     config.log_every_steps = 50
     return config

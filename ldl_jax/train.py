@@ -257,6 +257,7 @@ def train_and_evaluate(config, workdir) -> dict[str, Any]:
         num_train_steps=num_train_steps, writer=writer
     )
     train_metrics = _MetricBuffer()
+    results = {}  # per set: the latest evaluation
 
     def log_train_metrics(step):
         summary = train_metrics.flush()
@@ -280,6 +281,7 @@ def train_and_evaluate(config, workdir) -> dict[str, Any]:
         if "val" in eval_sets and (step % config.val_interval == 0 or is_last):
             host_state = synced_host_state()
             val = _evaluate_set(config, parallelism, eval_step, host_state, eval_sets["val"])
+            results["val"] = {**val, "step": step}
             _write_eval_scalars(writer, step, "val", val)
             meta["val_history"].append({"step": step, "accuracy": val["accuracy"]})
             best = meta["best_val_accuracy"]
@@ -294,8 +296,9 @@ def train_and_evaluate(config, workdir) -> dict[str, Any]:
 
     step = num_train_steps
     host_state = synced_host_state()
-    results = {}
     for name, eval_set in eval_sets.items():
+        if results.get(name, {}).get("step") == step:
+            continue  # evaluated at this very step in the loop
         results[name] = _evaluate_set(config, parallelism, eval_step, host_state, eval_set)
         results[name]["step"] = int(host_state.step)
         _write_eval_scalars(writer, int(host_state.step), name, results[name])
