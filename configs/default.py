@@ -16,6 +16,9 @@ def get_config():
     config.data.train_csv = ""
     config.data.val_csv = ""  # optional: evaluated every val_interval steps
     config.data.test_csv = ""  # evaluated at the end of training and by --mode=eval
+    # More named test sets for --mode=eval, e.g. occluded or original (unaligned) variants:
+    # config.eval_sets = {"occluded": {"csv": "...", "image_dir": "..."}} in a config file.
+    config.eval_sets = ml_collections.ConfigDict()
     config.data.va_bandwidth = 0.5
     config.data.max_in_memory_gb = 8.0  # larger decoded sets go to a memmap in the workdir
     config.num_classes = 7

@@ -16,6 +16,15 @@ LATEST = "latest"
 BEST = "best"
 
 
+def parse_checkpoint(checkpoint: str) -> tuple[str, int | None]:
+    """'latest', 'best' or a step number -> (which series, step or None for its newest)."""
+    if checkpoint in (LATEST, BEST):
+        return checkpoint, None
+    if checkpoint.isdigit():
+        return LATEST, int(checkpoint)
+    raise ValueError(f"checkpoint={checkpoint!r}: use 'latest', 'best' or a step number")
+
+
 class CheckpointMismatchError(ValueError):
     """A checkpoint in the workdir was written by a different model or data set."""
 
@@ -63,7 +72,7 @@ class Checkpoints:
     def latest_step(self, which: str = LATEST) -> int | None:
         return self.managers[which].latest_step()
 
-    def _existing_step(self, which: str, step: int | None) -> int:
+    def existing_step(self, which: str, step: int | None) -> int:
         """`step` (the latest if None) after checking that it was saved."""
         manager = self.managers[which]
         if step is None:
@@ -80,7 +89,7 @@ class Checkpoints:
     def read_meta(self, which: str = LATEST, step: int | None = None) -> dict[str, Any]:
         """The JSON meta item of a checkpoint (the latest by default)."""
         restored = self.managers[which].restore(
-            self._existing_step(which, step),
+            self.existing_step(which, step),
             args=ocp.args.Composite(meta=ocp.args.JsonRestore()),
         )
         return restored["meta"]
@@ -106,12 +115,34 @@ class Checkpoints:
         """Restores (state, meta) into the structure and shardings of `target`."""
         abstract = jax.tree.map(_restore_spec, target)
         restored = self.managers[which].restore(
-            self._existing_step(which, step),
+            self.existing_step(which, step),
             args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
             ),
         )
         return restored["state"], restored["meta"]
+
+    def restore_variables(self, abstract_state, which: str = LATEST, step: int | None = None):
+        """Only the model variables {'params', 'batch_stats'} of a checkpoint, on one device.
+
+        What inference and evaluation need: theta, the centres and the optimiser state are not
+        read.
+        """
+        target = {"params": abstract_state.params, "batch_stats": abstract_state.batch_stats}
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        restore_args = jax.tree.map(lambda _: ocp.ArrayRestoreArgs(sharding=device), target)
+        restored = self.managers[which].restore(
+            self.existing_step(which, step),
+            args=ocp.args.Composite(
+                state=ocp.args.PyTreeRestore(
+                    item=target, restore_args=restore_args, partial_restore=True
+                )
+            ),
+        )
+        return {
+            "params": restored["state"]["params"],
+            "batch_stats": restored["state"]["batch_stats"],
+        }
 
     def save(self, state, meta: dict[str, Any], which: str = LATEST, metrics=None) -> None:
         """Saves asynchronously; `metrics` (with 'accuracy') ranks the best checkpoints."""

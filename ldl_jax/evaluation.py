@@ -45,3 +45,39 @@ def evaluate(
         raise ValueError("evaluation got no batches")
     totals = jax.device_get(jax.tree.map(lambda *xs: sum(xs[1:], xs[0]), *counts))
     return metrics_from_confusion(totals["confusion"], totals["prob_sum"])
+
+
+def plot_confusion(confusion, class_names, title: str, path) -> None:
+    """Saves the confusion matrix as a PNG: rows true, columns predicted, cells row-normalised
+    (recall) and annotated with their counts."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    confusion = np.asarray(confusion)
+    recall = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
+    size = max(4.0, 0.7 * len(class_names) + 2)
+    figure, axes = plt.subplots(figsize=(size, size))
+    axes.imshow(recall, cmap="Blues", vmin=0.0, vmax=1.0)
+    ticks = np.arange(len(class_names))
+    axes.set_xticks(ticks, class_names, rotation=45, ha="right")
+    axes.set_yticks(ticks, class_names)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    axes.set_title(title)
+    for true in ticks:
+        for predicted in ticks:
+            color = "white" if recall[true, predicted] > 0.5 else "black"
+            axes.text(
+                predicted,
+                true,
+                str(confusion[true, predicted]),
+                ha="center",
+                va="center",
+                color=color,
+                fontsize=8,
+            )
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)

@@ -314,10 +314,15 @@ def load_images(
     return _build_cache(cache_path, metadata, paths, image_size, num_parallel)
 
 
-def _decode_resize(path: tf.Tensor, image_size: int) -> tf.Tensor:
-    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+def resize_uint8(image, image_size: int) -> tf.Tensor:
+    """The test transform's resize: bilinear to (S, S), rounded back to uint8."""
     image = tf.image.resize(image, (image_size, image_size), method="bilinear")
     return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
+
+
+def _decode_resize(path: tf.Tensor, image_size: int) -> tf.Tensor:
+    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    return resize_uint8(image, image_size)
 
 
 def _decode_into(out: np.ndarray, paths: list[str], image_size: int, num_parallel: int) -> None:

@@ -85,14 +85,19 @@ def prepare_synthetic_data(config) -> None:
 
 
 def _read_eval_tables(config) -> dict[str, input_pipeline.EvalTable]:
-    tables = {}
-    for name in ("val", "test"):
-        csv_path = config.data.get(f"{name}_csv")
-        if csv_path:
-            tables[name] = input_pipeline.read_eval_table(
-                _resolve(csv_path), _resolve(config.data.image_dir), num_classes=config.num_classes
-            )
-    return tables
+    """`val` and `test` from config.data, then every named set of `config.eval_sets`."""
+    sources = {
+        name: (config.data.get(f"{name}_csv"), config.data.image_dir) for name in ("val", "test")
+    }
+    for name, source in config.get("eval_sets", {}).items():
+        sources[name] = (source.csv, source.image_dir)
+    return {
+        name: input_pipeline.read_eval_table(
+            _resolve(csv_path), _resolve(image_dir), num_classes=config.num_classes
+        )
+        for name, (csv_path, image_dir) in sources.items()
+        if csv_path
+    }
 
 
 def _decode_eval_sets(config, tables) -> dict[str, EvalSet]:
@@ -117,15 +122,18 @@ def prefetch_to_device(
         yield queue.popleft()
 
 
-def _evaluate_set(
-    config, parallelism, eval_step, host_state: TrainState, eval_set: EvalSet
-) -> dict[str, Any]:
-    """Evaluates one set; each process feeds its share of every padded global batch."""
+def _evaluate_set(config, parallelism, eval_step, variables, eval_set: EvalSet) -> dict[str, Any]:
+    """Evaluates one set with {'params', 'batch_stats'} = `variables`; each process feeds its
+    share of every padded global batch."""
     batches = input_pipeline.eval_batches(
         eval_set.images, eval_set.labels, batch_size=config.eval_batch_size
     )
     placed = (parallelism.place_batch(parallel.local_slice(batch)) for batch in batches)
-    return evaluation.evaluate(eval_step, host_state.params, host_state.batch_stats, placed)
+    return evaluation.evaluate(eval_step, variables["params"], variables["batch_stats"], placed)
+
+
+def _variables(state: TrainState) -> dict:
+    return {"params": state.params, "batch_stats": state.batch_stats}
 
 
 def _write_json(path: pathlib.Path, value) -> None:
@@ -280,7 +288,9 @@ def train_and_evaluate(config, workdir) -> dict[str, Any]:
             log_train_metrics(step)
         if "val" in eval_sets and (step % config.val_interval == 0 or is_last):
             host_state = synced_host_state()
-            val = _evaluate_set(config, parallelism, eval_step, host_state, eval_sets["val"])
+            val = _evaluate_set(
+                config, parallelism, eval_step, _variables(host_state), eval_sets["val"]
+            )
             results["val"] = {**val, "step": step}
             _write_eval_scalars(writer, step, "val", val)
             meta["val_history"].append({"step": step, "accuracy": val["accuracy"]})
@@ -299,7 +309,9 @@ def train_and_evaluate(config, workdir) -> dict[str, Any]:
     for name, eval_set in eval_sets.items():
         if results.get(name, {}).get("step") == step:
             continue  # evaluated at this very step in the loop
-        results[name] = _evaluate_set(config, parallelism, eval_step, host_state, eval_set)
+        results[name] = _evaluate_set(
+            config, parallelism, eval_step, _variables(host_state), eval_set
+        )
         results[name]["step"] = int(host_state.step)
         _write_eval_scalars(writer, int(host_state.step), name, results[name])
     if meta["val_history"]:
@@ -318,7 +330,11 @@ def train_and_evaluate(config, workdir) -> dict[str, Any]:
 
 
 def evaluate_checkpoint(config, workdir, checkpoint: str = "latest") -> dict[str, Any]:
-    """Evaluates the latest, best or a given step's checkpoint on the val and test sets.
+    """Evaluates the latest, best or a given step's checkpoint on every configured set.
+
+    The sets are `val` and `test` of config.data and the named sets of `config.eval_sets`.
+    Results go to WORKDIR/eval/CHECKPOINT-STEP/: `eval_results.json`, a confusion-matrix PNG per
+    set and TensorBoard scalars.
 
     Args:
       config: the run's config (data paths may point at other test sets).
@@ -329,28 +345,38 @@ def evaluate_checkpoint(config, workdir, checkpoint: str = "latest") -> dict[str
     workdir = _resolve(workdir)
     eval_tables = _read_eval_tables(config)
     if not eval_tables:
-        raise ValueError("neither config.data.val_csv nor config.data.test_csv is set")
+        raise ValueError("no evaluation set: set config.data.test_csv or config.eval_sets")
     checkpoints = checkpointing.Checkpoints(workdir)
-    which, step = (
-        (checkpoint, None)
-        if checkpoint in (checkpointing.LATEST, checkpointing.BEST)
-        else (checkpointing.LATEST, int(checkpoint))
-    )
-    stored = checkpoints.read_meta(which, step)
-    num_train_rows = stored["signature"]["num_train_rows"]
+    which, step = checkpointing.parse_checkpoint(checkpoint)
+    step = checkpoints.existing_step(which, step)
+    num_train_rows = checkpoints.read_meta(which, step)["signature"]["num_train_rows"]
     checkpoints.check_signature(checkpointing.model_signature(config, num_train_rows))
 
     parallelism = parallel.create(config)
     model = models.create_model(config)
     tx = create_optimizer(config, steps_per_epoch=1)
-    target = jax.eval_shape(lambda: create_train_state(config, model, tx, num_train_rows))
-    state, _ = checkpoints.restore(target, which, step)
+    abstract = jax.eval_shape(lambda: create_train_state(config, model, tx, num_train_rows))
+    variables = checkpoints.restore_variables(abstract, which, step)
+    checkpoints.close()
     eval_step = parallelism.compile_eval_step(model, config.num_classes)
+    out = workdir / "eval" / f"{which}-{step}"
+    out.mkdir(parents=True, exist_ok=True)
+    writer = metric_writers.create_default_writer(
+        out, just_logging=jax.process_index() > 0, asynchronous=False
+    )
     results = {}
     for name, eval_set in _decode_eval_sets(config, eval_tables).items():
-        results[name] = _evaluate_set(config, parallelism, eval_step, state, eval_set)
-        results[name]["step"] = int(state.step)
-        results[name]["checkpoint"] = which
-    _write_json(workdir / EVAL_RESULTS_FILE, results)
-    checkpoints.close()
+        results[name] = _evaluate_set(config, parallelism, eval_step, variables, eval_set)
+        results[name].update(step=step, checkpoint=which)
+        _write_eval_scalars(writer, step, name, results[name])
+        if jax.process_index() == 0:
+            evaluation.plot_confusion(
+                results[name]["confusion_matrix"],
+                config.class_names,
+                f"{name}: {results[name]['accuracy']:.2%} ({which}, step {step})",
+                out / f"confusion_{name}.png",
+            )
+    if jax.process_index() == 0:
+        _write_json(out / EVAL_RESULTS_FILE, results)
+    writer.flush()
     return results
