@@ -34,6 +34,20 @@ def _pad(kernel_size):
     return [(kernel_size // 2, kernel_size // 2)] * 2
 
 
+def _backbone_layers(dtype, bn_axis_name, train: bool):
+    """The bias-free convolution and the PyTorch-style BatchNorm every backbone is built of."""
+    conv = functools.partial(nn.Conv, use_bias=False, dtype=dtype)
+    norm = functools.partial(
+        nn.BatchNorm,
+        axis_name=bn_axis_name,
+        use_running_average=not train,
+        momentum=BACKBONE_BN_MOMENTUM,
+        epsilon=BACKBONE_BN_EPSILON,
+        dtype=dtype,
+    )
+    return conv, norm
+
+
 # --------------------------------------------------------------------------------------------
 # ResNet v1 (standard, ImageNet layout), global average pooling.
 
@@ -92,15 +106,7 @@ class ResNet(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool = True):
-        conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype)
-        norm = functools.partial(
-            nn.BatchNorm,
-            axis_name=self.bn_axis_name,
-            use_running_average=not train,
-            momentum=BACKBONE_BN_MOMENTUM,
-            epsilon=BACKBONE_BN_EPSILON,
-            dtype=self.dtype,
-        )
+        conv, norm = _backbone_layers(self.dtype, self.bn_axis_name, train)
         x = conv(self.num_filters, (7, 7), (2, 2), padding=_pad(7), name="conv_init")(x)
         x = nn.relu(norm(name="bn_init")(x))
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=_pad(3))
@@ -165,15 +171,7 @@ class IResNet(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool = True):
-        conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype)
-        norm = functools.partial(
-            nn.BatchNorm,
-            axis_name=self.bn_axis_name,
-            use_running_average=not train,
-            momentum=BACKBONE_BN_MOMENTUM,
-            epsilon=BACKBONE_BN_EPSILON,
-            dtype=self.dtype,
-        )
+        conv, norm = _backbone_layers(self.dtype, self.bn_axis_name, train)
         x = conv(self.stage_filters[0], (3, 3), padding=_pad(3), name="conv_init")(x)
         x = PReLU()(norm(name="bn_init")(x))
         for i, block_size in enumerate(self.stage_sizes):

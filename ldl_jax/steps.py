@@ -7,12 +7,28 @@ state donated. Batches hold uint8 images; normalisation happens here, on the dev
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from ldl_jax import ldl, models
 from ldl_jax.train_state import TrainState
 
 TRAIN_METRICS = ("loss", "cls_loss", "center_loss", "accuracy", "mean_lambda")
+
+
+def random_train_batch(config, num_rows: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """A batch in the train step's format with random content (benchmarks and tests)."""
+    rng = np.random.default_rng(seed)
+    b, k, s = config.batch_size, config.num_neighbors, config.input_size
+    return {
+        "image": rng.integers(0, 256, (b, s, s, 3), dtype=np.uint8),
+        "neighbor_image": rng.integers(0, 256, (b, k, s, s, 3), dtype=np.uint8),
+        "label": rng.integers(0, config.num_classes, b).astype(np.int32),
+        "va_weight": rng.uniform(0.2, 1.0, (b, k)).astype(np.float32),
+        "index": rng.choice(num_rows, b, replace=False).astype(np.int32),
+        "neighbor_index": rng.integers(0, num_rows, (b, k)).astype(np.int32),
+        "neighbor_label": rng.integers(0, config.num_classes, (b, k)).astype(np.int32),
+    }
 
 
 def normalize_images(images, dtype):

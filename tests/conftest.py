@@ -3,7 +3,6 @@
 import pathlib
 
 import jax
-import numpy as np
 import pytest
 
 from configs import default
@@ -37,21 +36,6 @@ def make_data_config(data_dir, **overrides):
     config.data.val_csv = str(data_dir / "val.csv")
     config.data.test_csv = str(data_dir / "test.csv")
     return config
-
-
-def make_random_batch(config, num_rows, seed=0):
-    """A batch with the fields and dtypes that the input pipeline yields."""
-    rng = np.random.default_rng(seed)
-    b, k, s = config.batch_size, config.num_neighbors, config.input_size
-    return {
-        "image": rng.integers(0, 256, (b, s, s, 3), dtype=np.uint8),
-        "neighbor_image": rng.integers(0, 256, (b, k, s, s, 3), dtype=np.uint8),
-        "label": rng.integers(0, config.num_classes, b).astype(np.int32),
-        "va_weight": rng.uniform(0.2, 1.0, (b, k)).astype(np.float32),
-        "index": rng.choice(num_rows, b, replace=False).astype(np.int32),
-        "neighbor_index": rng.integers(0, num_rows, (b, k)).astype(np.int32),
-        "neighbor_label": rng.integers(0, config.num_classes, (b, k)).astype(np.int32),
-    }
 
 
 NUM_TRAIN, NUM_VAL, NUM_TEST = 40, 10, 13  # 13 test images: not a multiple of any batch size

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ldl_jax import ldl, models, steps, train_state
-from tests.conftest import make_random_batch, make_tiny_config
+from tests.conftest import make_tiny_config
 
 NUM_ROWS = 20
 
@@ -56,11 +56,11 @@ def test_learning_rate_schedule_steps_at_epoch_boundaries():
 def test_theta_rows_outside_batch_are_untouched(momentum_setup):
     config, model, tx, train_step = momentum_setup
     state = train_state.create_train_state(config, model, tx, NUM_ROWS)
-    first = make_random_batch(config, NUM_ROWS, seed=1)
+    first = steps.random_train_batch(config, NUM_ROWS, seed=1)
     state, _ = train_step(state, first)
     theta_before = np.asarray(state.theta)
     momentum_before = np.asarray(state.theta_momentum)
-    second = make_random_batch(config, NUM_ROWS, seed=2)
+    second = steps.random_train_batch(config, NUM_ROWS, seed=2)
     state, _ = train_step(state, second)
     theta_after, momentum_after = np.asarray(state.theta), np.asarray(state.theta_momentum)
 
@@ -81,7 +81,7 @@ def test_theta_step_is_sgd_on_the_closed_form_gradient(compiled):
     """With lamb_beta = 0, theta moves by -lamb_lr * dL/dtheta, SPEC's closed form."""
     tiny_config, model, _, train_step, state = compiled
     state = _fresh(state)
-    batch = make_random_batch(tiny_config, NUM_ROWS, seed=3)
+    batch = steps.random_train_batch(tiny_config, NUM_ROWS, seed=3)
     variables = {"params": state.params, "batch_stats": state.batch_stats}
     b, k = batch["neighbor_index"].shape
     neighbor_images = steps.normalize_images(batch["neighbor_image"], jnp.float32)
@@ -128,7 +128,7 @@ def test_theta_step_is_sgd_on_the_closed_form_gradient(compiled):
 def test_batch_norm_statistics_update_neighbours_first(compiled):
     tiny_config, model, _, train_step, state = compiled
     state = _fresh(state)
-    batch = make_random_batch(tiny_config, NUM_ROWS, seed=4)
+    batch = steps.random_train_batch(tiny_config, NUM_ROWS, seed=4)
     b, k = batch["neighbor_index"].shape
     images = steps.normalize_images(batch["image"], jnp.float32)
     neighbor_images = steps.normalize_images(batch["neighbor_image"], jnp.float32)
@@ -174,7 +174,7 @@ def test_train_step_traces_once(tiny_config):
     compiled = jax.jit(counted, donate_argnums=0)
     losses = []
     for seed in range(4):
-        state, metrics = compiled(state, make_random_batch(tiny_config, NUM_ROWS, seed=seed))
+        state, metrics = compiled(state, steps.random_train_batch(tiny_config, NUM_ROWS, seed=seed))
         losses.append(float(metrics["loss"]))
     assert len(traces) == 1
     assert int(state.step) == 4
@@ -183,7 +183,7 @@ def test_train_step_traces_once(tiny_config):
 
 def test_metrics_and_centers_after_a_step(compiled):
     tiny_config, _, _, train_step, state = compiled
-    batch = make_random_batch(tiny_config, NUM_ROWS, seed=5)
+    batch = steps.random_train_batch(tiny_config, NUM_ROWS, seed=5)
     new_state, metrics = train_step(_fresh(state), batch)
     assert set(metrics) == set(steps.TRAIN_METRICS)
     np.testing.assert_allclose(
@@ -203,7 +203,9 @@ def test_bfloat16_step_agrees_with_float32():
         model, tx, state = _setup(config)
         train_step = steps.compile_train_step(model, tx, config)
         for seed in range(2):
-            state, metrics = train_step(state, make_random_batch(config, NUM_ROWS, seed=seed))
+            state, metrics = train_step(
+                state, steps.random_train_batch(config, NUM_ROWS, seed=seed)
+            )
         results[dtype] = (jax.device_get(metrics), np.asarray(state.theta))
         assert jax.tree.leaves(state.params)[0].dtype == jnp.float32
     (m32, theta32), (m16, theta16) = results["float32"], results["bfloat16"]

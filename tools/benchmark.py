@@ -25,7 +25,6 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from absl import app, flags
 from ml_collections import config_flags
@@ -45,22 +44,6 @@ flags.DEFINE_integer("num_rows", 4096, "Training rows (theta size) with --data=d
 flags.DEFINE_float("peak_tflops", 0.0, "The device peak for MFU (e.g. 989 for H100 bf16).")
 flags.DEFINE_string("out", None, "Also write the JSON here.")
 flags.mark_flag_as_required("config")
-
-
-def random_batch(config, num_rows, seed=0):
-    """A device-resident batch in the train step's format."""
-    rng = np.random.default_rng(seed)
-    b, k, s = config.batch_size, config.num_neighbors, config.input_size
-    batch = {
-        "image": rng.integers(0, 256, (b, s, s, 3), dtype=np.uint8),
-        "neighbor_image": rng.integers(0, 256, (b, k, s, s, 3), dtype=np.uint8),
-        "label": rng.integers(0, config.num_classes, b).astype(np.int32),
-        "va_weight": rng.uniform(0.2, 1.0, (b, k)).astype(np.float32),
-        "index": rng.choice(num_rows, b, replace=False).astype(np.int32),
-        "neighbor_index": rng.integers(0, num_rows, (b, k)).astype(np.int32),
-        "neighbor_label": rng.integers(0, config.num_classes, (b, k)).astype(np.int32),
-    }
-    return jax.device_put(batch)
 
 
 def make_floor_step(model, tx):
@@ -208,7 +191,7 @@ def benchmark(config) -> dict:
     else:
         num_rows = FLAGS.num_rows
     state = create_train_state(config, model, tx, num_rows)
-    batch = random_batch(config, num_rows)
+    batch = jax.device_put(steps.random_train_batch(config, num_rows))
 
     results = {
         "backend": jax.default_backend(),
