@@ -6,6 +6,7 @@ accuracy, evaluation history). A mismatched signature is reported before anythin
 or written, so a workdir is never overwritten by another model's run.
 """
 
+import copy
 import pathlib
 from typing import Any
 
@@ -149,7 +150,9 @@ class Checkpoints:
         self.managers[which].save(
             int(state.step),
             args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
+                state=ocp.args.StandardSave(state),
+                # A copy: the save finishes in the background while the caller goes on.
+                meta=ocp.args.JsonSave(copy.deepcopy(meta)),
             ),
             metrics=metrics,
             force=True,
