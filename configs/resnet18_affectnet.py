@@ -8,17 +8,15 @@ The paper reports 66.23% on AffectNet-7 (its validation set serves as the test s
 8-class variant set --config.num_classes=8 and append 'Contempt' to config.class_names.
 """
 
-from configs import default
+from configs import resnet18_raf
 
 
 def get_config():
-    config = default.get_config()
+    """ResNet-18 at 224 as resnet18_raf, with AffectNet's data and optimisation (SPEC §4)."""
+    config = resnet18_raf.get_config()
     config.data.image_dir = "data/affectnet/images"
     config.data.train_csv = "data/affectnet/train.csv"
     config.data.test_csv = "data/affectnet/val.csv"
-    config.model.backbone = "resnet18"
-    config.input_size = 224
-    config.pad_size = 8
     config.lr = 3e-4
     config.lr_decay = 0.2
     config.lr_steps = (5, 10, 20)

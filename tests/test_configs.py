@@ -1,0 +1,47 @@
+"""The shipped configs: consistent, and holding SPEC §4's reference values."""
+
+import importlib
+
+import pytest
+
+from ldl_jax import train
+
+# SPEC §4: (backbone, input_size, pad_size, lr, lr_decay, lr_steps, lamb_init, lamb_beta,
+#           class_weights, val_interval)
+REFERENCE = {
+    "resnet50_raf": ("ir50", 112, 4, 1e-4, 0.1, (10, 30), 0.5, 0.0, False, 200),
+    "resnet18_raf": ("resnet18", 224, 8, 1e-3, 0.1, (10, 20, 40), 0.5, 0.0, False, 200),
+    "resnet18_affectnet": ("resnet18", 224, 8, 3e-4, 0.2, (5, 10, 20), 0.8, 0.9, True, 2000),
+}
+
+
+@pytest.mark.parametrize("name", [*REFERENCE, "synthetic", "default"])
+def test_config_is_consistent(name):
+    config = importlib.import_module(f"configs.{name}").get_config()
+    if name != "default":  # the base config names no data
+        train.validate_config(config)
+
+
+@pytest.mark.parametrize("name", REFERENCE)
+def test_reference_values(name):
+    config = importlib.import_module(f"configs.{name}").get_config()
+    got = (
+        config.model.backbone,
+        config.input_size,
+        config.pad_size,
+        config.lr,
+        config.lr_decay,
+        tuple(config.lr_steps),
+        config.lamb_init,
+        config.lamb_beta,
+        config.class_weights,
+        config.val_interval,
+    )
+    assert got == REFERENCE[name]
+    assert (config.batch_size, config.gamma, config.num_neighbors, config.lamb_lr) == (
+        32,
+        0.01,
+        8,
+        10.0,
+    )
+    assert (config.num_classes, config.num_epochs, config.save_interval) == (7, 60, 2)
