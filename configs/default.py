@@ -31,6 +31,10 @@ def get_config():
     config.model = ml_collections.ConfigDict()
     config.model.backbone = "ir50"
     config.model.dtype = "float32"  # compute dtype: 'float32' or 'bfloat16'
+    # Backbone weights to start from: a folder written by `python -m ldl_jax.convert` or another
+    # run's workdir (its latest checkpoint's backbone). The head and AdaptiveSimNet start fresh.
+    # "" trains from scratch.
+    config.model.pretrained = ""
     config.head_l2 = 0.0  # L2 on the head kernel (declared but unused by the reference)
 
     # Optimisation (SPEC §3, §4).

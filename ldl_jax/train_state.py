@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ldl_jax import models
+from ldl_jax import models, pretrained
 
 
 @flax.struct.dataclass
@@ -52,7 +52,12 @@ def create_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformati
 def create_train_state(
     config, model: models.LDLVA, tx: optax.GradientTransformation, num_train_rows: int
 ) -> TrainState:
-    """Initialises parameters, optimiser state, theta (= lamb_init) and zero centres."""
+    """Initialises parameters, optimiser state, theta (= lamb_init) and zero centres.
+
+    With `config.model.pretrained` set, the backbone's parameters and BatchNorm statistics come
+    from that converted folder or workdir (`ldl_jax.pretrained`); the head and AdaptiveSimNet
+    start fresh.
+    """
     rng = jax.random.PRNGKey(config.seed)
     init_rng, dropout_rng, step_rng = jax.random.split(rng, 3)
     dummy = jnp.zeros((1, config.input_size, config.input_size, 3), jnp.float32)
@@ -64,6 +69,15 @@ def create_train_state(
             method=models.LDLVA.initialize,
         )
     )()
+    pretrained_path = config.model.get("pretrained", "")
+    # Under jax.eval_shape (an abstract state to restore into) there is nothing to load: the
+    # pretrained backbone has exactly the initialised shapes.
+    if pretrained_path and not any(
+        isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(variables)
+    ):
+        variables = pretrained.load_pretrained_backbone(
+            pretrained_path, variables, config.model.backbone
+        )
     params = variables["params"]
     feature_dim = models.BACKBONE_FEATURE_DIMS[config.model.backbone]
     return TrainState(
