@@ -11,6 +11,7 @@ from PIL import Image
 
 from ldl_jax.va_knn import knn_in_va_space
 from tools import make_occluded, prepare_affectnet, prepare_rafdb
+from tools.release_common import progress
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RAF_LABELS = pathlib.Path("EmoLabel") / "list_patition_label.txt"
@@ -59,9 +60,7 @@ def make_raf(root: pathlib.Path, lines=None) -> pathlib.Path:
 
 def test_rafdb_labels_become_ours_and_paths_are_relative(tmp_path, capsys):
     raf = make_raf(tmp_path / "basic")
-    code, out, _ = run_main(
-        prepare_rafdb.main, ["--root", raf, "--out", tmp_path / "out"], capsys
-    )
+    code, out, _ = run_main(prepare_rafdb.main, ["--root", raf, "--out", tmp_path / "out"], capsys)
     assert code == 0
     train = pd.read_csv(tmp_path / "out" / "train.csv")
     test = pd.read_csv(tmp_path / "out" / "test.csv")
@@ -313,7 +312,9 @@ def test_affectnet_refuses_a_bad_row_naming_its_line(tmp_path, capsys, case):
     train_rows = affectnet_rows(20, 0)
     train_rows[6].update(change)
     root = make_affectnet_csv(tmp_path / "AffectNet", train_rows, affectnet_rows(11, 1))
-    code, _, err = run_main(prepare_affectnet.main, ["--root", root, "--out", tmp_path / "o"], capsys)
+    code, _, err = run_main(
+        prepare_affectnet.main, ["--root", root, "--out", tmp_path / "o"], capsys
+    )
     assert code == 2
     assert f"training.csv:8: {message}" in err  # header on line 1, row 6 on line 8
     assert not (tmp_path / "o").exists()
@@ -324,7 +325,9 @@ def test_affectnet_refuses_a_short_row_and_a_missing_image(tmp_path, capsys):
     validation = root / "Manually_Annotated_file_lists" / "validation.csv"
     lines = validation.read_text().splitlines()
     validation.write_text("\n".join([*lines[:3], "1/x.jpg,1,2,3", *lines[3:]]) + "\n")
-    code, _, err = run_main(prepare_affectnet.main, ["--root", root, "--out", tmp_path / "o"], capsys)
+    code, _, err = run_main(
+        prepare_affectnet.main, ["--root", root, "--out", tmp_path / "o"], capsys
+    )
     assert code == 2
     assert "validation.csv:4: malformed row: 4 fields, the header has 9" in err
 
@@ -336,7 +339,10 @@ def test_affectnet_refuses_a_short_row_and_a_missing_image(tmp_path, capsys):
     assert "training.csv:3: image is missing (1 of" in err
     code, out, _ = run_main(prepare_affectnet.main, [*args, "--skip_missing"], capsys)
     assert code == 0 and "image missing: 1" in out
-    assert "1/img0_001.jpg" not in pd.read_csv(tmp_path / "o" / "train.csv")["subDirectory_filePath"].tolist()
+    assert (
+        "1/img0_001.jpg"
+        not in pd.read_csv(tmp_path / "o" / "train.csv")["subDirectory_filePath"].tolist()
+    )
 
 
 def make_affectnet_npy(root: pathlib.Path, labels_by_split: dict) -> pathlib.Path:
@@ -383,7 +389,9 @@ def test_affectnet_npy_release(tmp_path, capsys):
 def test_affectnet_npy_release_names_a_missing_annotation(tmp_path, capsys):
     root = make_affectnet_npy(tmp_path / "A", {"train_set": [0, 1, 2, 3, 4], "val_set": [0, 1]})
     (root / "train_set" / "annotations" / "2_aro.npy").unlink()
-    code, _, err = run_main(prepare_affectnet.main, ["--root", root, "--out", tmp_path / "o"], capsys)
+    code, _, err = run_main(
+        prepare_affectnet.main, ["--root", root, "--out", tmp_path / "o"], capsys
+    )
     assert code == 2
     assert "2_aro.npy: annotation file is missing" in err
 
@@ -435,7 +443,10 @@ def test_occlusion_is_deterministic_per_seed(tmp_path, capsys):
         occlude_set(data, tmp_path / name, "patch", capsys, "--seed", seed, "--workers", "2")
 
     def pixels(name):
-        return [np.asarray(Image.open(tmp_path / name / "images" / f"sub/face_{i}.png")) for i in range(6)]
+        return [
+            np.asarray(Image.open(tmp_path / name / "images" / f"sub/face_{i}.png"))
+            for i in range(6)
+        ]
 
     assert all(np.array_equal(x, y) for x, y in zip(pixels("a"), pixels("b"), strict=True))
     assert not all(np.array_equal(x, y) for x, y in zip(pixels("a"), pixels("c"), strict=True))
@@ -459,7 +470,9 @@ def test_mask_covers_the_lower_face_under_a_curved_edge_and_the_bar_the_eyes():
 @pytest.mark.parametrize("area", [0.1, 0.25, 0.5])
 def test_patches_cover_the_requested_area_fraction(area):
     fractions = [
-        make_occluded.occlusion_region("patch", 96, 80, make_occluded.image_rng(seed, 0), area).mean()
+        make_occluded.occlusion_region(
+            "patch", 96, 80, make_occluded.image_rng(seed, 0), area
+        ).mean()
         for seed in range(10)
     ]
     assert min(fractions) >= area - 0.006 and max(fractions) <= area
@@ -504,3 +517,12 @@ def test_the_trainer_accepts_the_written_csvs(tmp_path, capsys):
         tmp_path / "m" / "test.csv", tmp_path / "m" / "images", num_classes=7
     )
     assert len(occluded.labels) == 7
+
+
+def test_progress_reports_every_tenth_of_a_long_job_only(capsys):
+    assert list(progress(range(2000), 2000, "decoding")) == list(range(2000))
+    assert capsys.readouterr().err.splitlines() == [
+        f"decoding: {200 * i}/2000" for i in range(1, 11)
+    ]
+    assert list(progress(range(20), 20, "decoding")) == list(range(20))
+    assert capsys.readouterr().err == ""

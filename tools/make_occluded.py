@@ -55,9 +55,11 @@ MASK_JAW_LEFT, MASK_JAW_RIGHT, MASK_JAW_Y = 0.18, 0.82, 0.86
 MASK_CHIN_Y = 1.0
 # Eye bar: (left, top, right, bottom).
 EYES_BAR = (0.06, 0.28, 0.94, 0.52)
-# Patches: aspect ratio range; drawing stops once less than this share of the image
-# remains to be covered.
+# Patches: how many, their aspect ratio range, places tried for each, and the share of
+# the image that may stay uncovered below the target.
+PATCH_MAX_COUNT = 3
 PATCH_ASPECT = (0.5, 2.0)
+PATCH_PLACEMENT_TRIES = 16
 PATCH_TOLERANCE = 0.005
 _MAX_PATCHES = 200
 _CURVE_POINTS = 24
@@ -78,9 +80,7 @@ def mask_polygon() -> list[tuple[float, float]]:
     top_control = (0.5, 2 * MASK_TOP_CENTRE - MASK_TOP_SIDE)
     bottom_control = (0.5, 2 * MASK_CHIN_Y - MASK_JAW_Y)
     top = _curve((MASK_LEFT, MASK_TOP_SIDE), top_control, (MASK_RIGHT, MASK_TOP_SIDE))
-    bottom = _curve(
-        (MASK_JAW_RIGHT, MASK_JAW_Y), bottom_control, (MASK_JAW_LEFT, MASK_JAW_Y)
-    )
+    bottom = _curve((MASK_JAW_RIGHT, MASK_JAW_Y), bottom_control, (MASK_JAW_LEFT, MASK_JAW_Y))
     return top + bottom
 
 
@@ -112,28 +112,43 @@ def occlusion_region(
 
 
 def _patches(height: int, width: int, rng: np.random.Generator, area: float) -> np.ndarray:
-    """Random rectangles, each at most the area still to cover, until `area` is covered.
+    """1 to PATCH_MAX_COUNT random rectangles whose union covers `area` of the image.
 
-    No rectangle is larger than what remains, so the union never exceeds the target; it
-    stops within PATCH_TOLERANCE of it (or after _MAX_PATCHES rectangles).
+    The target area is split at random between the rectangles, each placed where it overlaps
+    the others least (of PATCH_PLACEMENT_TRIES random places). Any shortfall (from overlap or
+    whole-pixel sides) is topped up with rectangles no larger than what remains, so the
+    union never exceeds the target and ends within PATCH_TOLERANCE of it.
     """
     if not 0.0 < area < 1.0:
         raise ValueError(f"area={area} must lie in (0, 1)")
     region = np.zeros((height, width), bool)
     target = area * height * width
+    count = int(rng.integers(1, PATCH_MAX_COUNT + 1))
+    for share in rng.dirichlet(np.ones(count)):
+        _add_rectangle(region, share * target, rng)
     stop = max(1.0, PATCH_TOLERANCE * height * width)
     for _ in range(_MAX_PATCHES):
         remaining = target - region.sum()
         if remaining < stop:
             break
-        size = remaining * rng.uniform(0.5, 1.0)
-        aspect = np.exp(rng.uniform(*np.log(PATCH_ASPECT)))  # width / height
-        patch_w = int(min(width, max(1, np.floor(np.sqrt(size * aspect)))))
-        patch_h = int(min(height, max(1, np.floor(size / patch_w))))
-        top = rng.integers(0, height - patch_h + 1)
-        left = rng.integers(0, width - patch_w + 1)
-        region[top : top + patch_h, left : left + patch_w] = True
+        _add_rectangle(region, remaining, rng)
     return region
+
+
+def _add_rectangle(region: np.ndarray, size: float, rng: np.random.Generator) -> None:
+    """Sets a random rectangle of at most `size` pixels in `region`, overlapping it least."""
+    height, width = region.shape
+    aspect = np.exp(rng.uniform(*np.log(PATCH_ASPECT)))  # width / height
+    patch_w = int(min(width, max(1, np.floor(np.sqrt(size * aspect)))))
+    patch_h = int(min(height, max(1, np.floor(size / patch_w))))
+    tops = rng.integers(0, height - patch_h + 1, PATCH_PLACEMENT_TRIES)
+    lefts = rng.integers(0, width - patch_w + 1, PATCH_PLACEMENT_TRIES)
+    overlaps = [
+        region[top : top + patch_h, left : left + patch_w].sum()
+        for top, left in zip(tops, lefts, strict=True)
+    ]
+    best = int(np.argmin(overlaps))
+    region[tops[best] : tops[best] + patch_h, lefts[best] : lefts[best] + patch_w] = True
 
 
 def occlude(

@@ -186,12 +186,14 @@ def read_va_csv(path: Path) -> dict[str, tuple[float, float]]:
     return va
 
 
-def attach_va(
-    train: pd.DataFrame, va: dict, va_path: Path, num_neighbors: int
-) -> pd.DataFrame:
+def attach_va(train: pd.DataFrame, va: dict, va_path: Path, num_neighbors: int) -> pd.DataFrame:
     """`train` with valence, arousal and knn columns, VA looked up by image name."""
     keys = [image_key(name) for name in train["subDirectory_filePath"]]
-    absent = [name for name, key in zip(train["subDirectory_filePath"], keys) if key not in va]
+    absent = [
+        name
+        for name, key in zip(train["subDirectory_filePath"], keys, strict=True)
+        if key not in va
+    ]
     if absent:
         raise ReleaseError(
             f"{va_path}: no valence/arousal for {len(absent)} of {len(train)} training "

@@ -34,13 +34,18 @@ def build_parser(doc: str) -> argparse.ArgumentParser:
     )
 
 
-def progress(items: Iterable, total: int, label: str, steps: int = 10) -> Iterator:
-    """Yields `items`, printing `label: done/total` to stderr at every 1/steps of the work."""
+def progress(
+    items: Iterable, total: int, label: str, steps: int = 10, min_total: int = 1000
+) -> Iterator:
+    """Yields `items`, printing `label: done/total` to stderr at every 1/steps of the work.
+
+    Jobs of fewer than `min_total` items are not reported.
+    """
     next_mark = 1
     done = 0
     for done, item in enumerate(items, 1):
         yield item
-        if total > 0 and done * steps >= next_mark * total:
+        if total >= min_total and done * steps >= next_mark * total:
             print(f"{label}: {done}/{total}", file=sys.stderr, flush=True)
             next_mark = done * steps // total + 1
 
