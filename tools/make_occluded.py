@@ -214,6 +214,8 @@ def main(argv: list[str] | None = None) -> None:
         if args.kind == "patch" and not 0.0 < args.area < 1.0:
             raise ReleaseError(f"--area={args.area} must lie in (0, 1)")
         color = _parse_color(args.color) if args.color else None
+        if (out / csv_path.name).resolve() == csv_path.resolve():
+            raise ReleaseError(f"--out={out} would overwrite the input {csv_path}")
         frame = _read_csv(csv_path)
         sources = [image_dir / name for name in frame["subDirectory_filePath"]]
         missing = [row for row, path in enumerate(sources) if not path.is_file()]
