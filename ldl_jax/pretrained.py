@@ -102,8 +102,7 @@ def check_backbone(
         return key.split("/")[1] in fresh
 
     missing = [
-        f"{key}: missing (the {backbone_name} backbone has it with shape "
-        f"{tuple(want[key].shape)})"
+        f"{key}: missing (the {backbone_name} backbone has it with shape {tuple(want[key].shape)})"
         for key in sorted(want.keys() - have.keys())
         if not is_fresh(key)
     ]
@@ -181,7 +180,9 @@ def read_converted(path) -> tuple[str, dict[str, Any]]:
             f"'format' and 'backbone'"
         ) from error
     if version != FORMAT_VERSION:
-        raise ValueError(f"{metadata_path}: format {version!r}, this ldl_jax reads {FORMAT_VERSION}")
+        raise ValueError(
+            f"{metadata_path}: format {version!r}, this ldl_jax reads {FORMAT_VERSION}"
+        )
     try:
         variables = flax.serialization.msgpack_restore(variables_path.read_bytes())
     except Exception as error:  # msgpack raises several types on corrupt input
@@ -274,8 +275,7 @@ def load_pretrained_backbone(path, variables: Mapping[str, Any], backbone_name: 
     allowed_name, fresh_modules = COMPATIBLE_BACKBONES.get(backbone_name, (backbone_name, ()))
     if stored_name not in (backbone_name, allowed_name):
         raise PretrainedMismatchError(
-            f"{source} holds a {stored_name!r} backbone, config.model.backbone is "
-            f"{backbone_name!r}"
+            f"{source} holds a {stored_name!r} backbone, config.model.backbone is {backbone_name!r}"
         )
     current = get_backbone(variables)
     check_backbone(

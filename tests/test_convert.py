@@ -6,6 +6,7 @@ skip without it; the key-mapping errors are checked on numpy state_dicts and alw
 """
 
 import json
+import pathlib
 import subprocess
 import sys
 
@@ -142,7 +143,9 @@ if torch is not None:
             super().__init__()
             first, last = stage_filters[0], stage_filters[-1]
             self.input_layer = nn.Sequential(
-                nn.Conv2d(3, first, (3, 3), 1, 1, bias=False), nn.BatchNorm2d(first), nn.PReLU(first)
+                nn.Conv2d(3, first, (3, 3), 1, 1, bias=False),
+                nn.BatchNorm2d(first),
+                nn.PReLU(first),
             )
             side = input_size // 2 ** len(stage_sizes)
             self.output_layer = nn.Sequential(
@@ -258,7 +261,8 @@ def test_head_and_simnet_start_fresh(tmp_path):
     for name in kernel:
         got = got[name]
     np.testing.assert_array_equal(
-        np.asarray(got), _torch_model("resnet18").conv1.weight.detach().numpy().transpose(2, 3, 1, 0)
+        np.asarray(got),
+        _torch_model("resnet18").conv1.weight.detach().numpy().transpose(2, 3, 1, 0),
     )
 
 
@@ -301,7 +305,8 @@ def test_command_line_writes_a_loadable_folder(tmp_path):
         f"--out={out}",
         "--backbone=ir_tiny",
     ]
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    repo = pathlib.Path(__file__).resolve().parents[1]
+    result = subprocess.run(command, cwd=repo, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     printed = json.loads(result.stdout.strip().splitlines()[-1])
     assert printed["backbone"] == "ir_tiny" and printed["source"] == "evolve_ir50"
