@@ -6,6 +6,14 @@
 
 The paper reports 66.23% on AffectNet-7 (its validation set serves as the test set). For the
 8-class variant set --config.num_classes=8 and append 'Contempt' to config.class_names.
+
+Like resnet18_raf it starts from the MS-Celeb-1M ResNet-18 `resnet18_msceleb.pth` (SCN/RUL/DAN):
+
+  python -m ldl_jax.convert --from=msceleb_resnet18 --in=resnet18_msceleb.pth \\
+      --out=pretrained/resnet18_msceleb
+  ... --config.model.pretrained=pretrained/resnet18_msceleb
+
+or from a RAF-DB run's backbone: --config.model.pretrained=runs/raf_r18 (a workdir).
 """
 
 from configs import resnet18_raf

@@ -5,7 +5,16 @@
       --config.data.test_csv=RAF/test.csv
 
 The reference starts from an MS-Celeb-1M ResNet-18 (as SCN/RUL/DAN); its paper reports ResNet-50
-numbers only (90.51% on RAF-DB), so expect a few points less with ResNet-18.
+numbers only (90.51% on RAF-DB), so expect a few points less with ResNet-18. The weights are
+`resnet18_msceleb.pth`, the file SCN, RUL and DAN distribute; convert it once and pass the folder:
+
+  python -m ldl_jax.convert --from=msceleb_resnet18 --in=resnet18_msceleb.pth \\
+      --out=pretrained/resnet18_msceleb
+  python -m ldl_jax.main --config=configs/resnet18_raf.py --workdir=runs/raf_r18 \\
+      --config.model.pretrained=pretrained/resnet18_msceleb ...
+
+(`--from=torchvision_resnet18` converts torchvision's ImageNet ResNet-18 the same way.) Without
+`config.model.pretrained` the backbone trains from scratch.
 """
 
 from configs import default

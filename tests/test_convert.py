@@ -5,12 +5,14 @@ names (torchvision's own wheel does not load with the CPU torch build). Tests th
 skip without it; the key-mapping errors are checked on numpy state_dicts and always run.
 """
 
+import importlib
 import json
 import pathlib
 import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -267,18 +269,40 @@ def test_head_and_simnet_start_fresh(tmp_path):
 
 
 @requires_torch
-def test_full_size_ir50_maps_onto_every_ir50_variable():
-    state_dict = {key: value.numpy() for key, value in IRBackbone().state_dict().items()}
-    converted, dropped = convert.convert_state_dict(state_dict, "evolve_ir50")
-    assert all(key.endswith("num_batches_tracked") for key in dropped)
-    pretrained.check_backbone(  # raises on any missing, extra or mis-shaped array
-        convert.expected_backbone("ir50", converted),
-        converted,
-        source="IR-50",
-        backbone_name="ir50",
+@pytest.mark.parametrize(
+    ("config_name", "source"),
+    [
+        ("resnet50_raf", "evolve_ir50"),
+        ("resnet18_raf", "msceleb_resnet18"),
+        ("resnet18_affectnet", "msceleb_resnet18"),
+    ],
+)
+def test_full_size_file_fits_the_real_config(config_name, source):
+    """Every array of the full-size network lands on the config's backbone at its input size."""
+    config = importlib.import_module(f"configs.{config_name}").get_config()
+    torch.manual_seed(0)
+    full = IRBackbone() if source == "evolve_ir50" else ResNet(BasicBlock, (2, 2, 2, 2))
+    state_dict = {key: value.numpy() for key, value in full.state_dict().items()}
+    converted, dropped = convert.convert_state_dict(state_dict, source)
+    assert all(key.endswith("num_batches_tracked") or key.startswith("fc.") for key in dropped)
+    model = models.create_model(config)
+    size = config.input_size
+    variables = jax.eval_shape(
+        lambda: model.init(
+            jax.random.PRNGKey(0),
+            jnp.zeros((1, size, size, 3)),
+            config.num_neighbors,
+            method=models.LDLVA.initialize,
+        )
     )
-    kernel = converted["params"]["embedding"]["kernel"]
-    assert kernel.shape == (512 * 7 * 7, 512)  # channels-first flatten of the 7x7x512 map
+    pretrained.check_backbone(  # raises on any missing, extra or mis-shaped array
+        pretrained.get_backbone(variables),
+        converted,
+        source=source,
+        backbone_name=config.model.backbone,
+    )
+    if source == "evolve_ir50":  # the channels-first flatten of the 7x7x512 map at 112
+        assert converted["params"]["embedding"]["kernel"].shape == (512 * 7 * 7, 512)
 
 
 @requires_torch
