@@ -233,8 +233,8 @@ def test_converted_backbone_gives_the_pytorch_features(source, tmp_path):
 
     model, state = _pretrained_state(backbone, size, tmp_path / "converted")
     images = np.random.default_rng(0).normal(size=(2, size, size, 3)).astype(np.float32)
-    features, _ = model.apply(
-        {"params": state.params, "batch_stats": state.batch_stats}, images, train=False
+    features, _ = jax.jit(lambda variables, x: model.apply(variables, x, train=False))(
+        {"params": state.params, "batch_stats": state.batch_stats}, images
     )
     with torch.no_grad():
         expected = torch_model.features(torch.from_numpy(images.transpose(0, 3, 1, 2))).numpy()
