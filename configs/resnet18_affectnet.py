@@ -24,7 +24,7 @@ def get_config():
     config = resnet18_raf.get_config()
     config.data.image_dir = "data/affectnet/images"
     config.data.train_csv = "data/affectnet/train.csv"
-    config.data.test_csv = "data/affectnet/val.csv"
+    config.data.test_csv = "data/affectnet/test.csv"
     config.lr = 3e-4
     config.lr_decay = 0.2
     config.lr_steps = (5, 10, 20)
