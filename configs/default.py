@@ -9,6 +9,10 @@ import ml_collections
 def get_config():
     config = ml_collections.ConfigDict()
     config.seed = 0
+    # 'ldl' trains LDLVA (ldl_jax/train.py); 'va' a valence/arousal regressor for data sets
+    # without VA labels (ldl_jax/va_train.py, then `python -m ldl_jax.annotate_va`).
+    config.task = "ldl"
+    config.va_loss = "ccc"  # task 'va': 'ccc' (1 - CCC, mean of both dimensions) or 'mse'
 
     # Data (SPEC §1). Paths are relative to the working directory or absolute.
     config.data = ml_collections.ConfigDict()
@@ -50,6 +54,7 @@ def get_config():
     config.center_lr = 0.5
     config.center_push_scale = 0.1
     config.class_weights = False  # True: sklearn's 'balanced' weights on L_cls
+    config.lamb_fixed_class_mean = False
 
     # Devices (see ldl_jax/parallel.py and the README).
     config.parallel = "mesh"  # 'mesh' (jit over a device mesh) or 'pmap'

@@ -123,13 +123,11 @@ class Checkpoints:
         )
         return restored["state"], restored["meta"]
 
-    def restore_variables(self, abstract_state, which: str = LATEST, step: int | None = None):
-        """Only the model variables {'params', 'batch_stats'} of a checkpoint, on one device.
-
-        What inference and evaluation need: theta, the centres and the optimiser state are not
-        read.
-        """
-        target = {"params": abstract_state.params, "batch_stats": abstract_state.batch_stats}
+    def restore_fields(
+        self, abstract_state, fields, which: str = LATEST, step: int | None = None
+    ) -> dict[str, Any]:
+        """Only the named fields of the train state (e.g. 'params', 'theta'), on one device."""
+        target = {field: getattr(abstract_state, field) for field in fields}
         device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         restore_args = jax.tree.map(lambda _: ocp.ArrayRestoreArgs(sharding=device), target)
         restored = self.managers[which].restore(
@@ -140,10 +138,15 @@ class Checkpoints:
                 )
             ),
         )
-        return {
-            "params": restored["state"]["params"],
-            "batch_stats": restored["state"]["batch_stats"],
-        }
+        return {field: restored["state"][field] for field in fields}
+
+    def restore_variables(self, abstract_state, which: str = LATEST, step: int | None = None):
+        """Only the model variables {'params', 'batch_stats'} of a checkpoint, on one device.
+
+        What inference and evaluation need: theta, the centres and the optimiser state are not
+        read.
+        """
+        return self.restore_fields(abstract_state, ("params", "batch_stats"), which, step)
 
     def save(self, state, meta: dict[str, Any], which: str = LATEST, metrics=None) -> None:
         """Saves asynchronously; `metrics` (with 'accuracy') ranks the best checkpoints."""

@@ -1,6 +1,7 @@
 """Evaluation over a whole data set: padded, masked batches and metrics from the confusion.
 
-Every image counts exactly once (SPEC §5); the metrics derive from the summed confusion matrix.
+Every image counts exactly once (docs/METHOD.md §5); the metrics derive from the summed
+confusion matrix.
 """
 
 from collections.abc import Callable, Iterable

@@ -70,8 +70,12 @@ def read_config(workdir) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(json.loads(path.read_text()))
 
 
-def load(workdir, checkpoint: str = "latest") -> InferenceModel:
-    """Restores the model of a workdir from its latest, best or a given step's checkpoint."""
+def restore_fields(workdir, fields, checkpoint: str = "latest"):
+    """(config, {field: value}, step): the named train-state fields of a workdir's checkpoint.
+
+    `fields` are TrainState attributes ('params', 'batch_stats', 'theta', ...); nothing else of
+    the state is read.
+    """
     config = read_config(workdir)
     checkpoints = checkpointing.Checkpoints(workdir)
     which, step = checkpointing.parse_checkpoint(checkpoint)
@@ -81,6 +85,12 @@ def load(workdir, checkpoint: str = "latest") -> InferenceModel:
     num_rows = meta["signature"]["num_train_rows"]
     tx = create_optimizer(config, steps_per_epoch=1)
     abstract = jax.eval_shape(lambda: create_train_state(config, model, tx, num_rows))
-    variables = checkpoints.restore_variables(abstract, which, step)
+    restored = checkpoints.restore_fields(abstract, fields, which, step)
     checkpoints.close()
-    return InferenceModel(config, model, variables, step)
+    return config, restored, step
+
+
+def load(workdir, checkpoint: str = "latest") -> InferenceModel:
+    """Restores the model of a workdir from its latest, best or a given step's checkpoint."""
+    config, variables, step = restore_fields(workdir, ("params", "batch_stats"), checkpoint)
+    return InferenceModel(config, models.create_model(config), variables, step)

@@ -1,4 +1,4 @@
-"""Reading, decoding, augmenting and batching the LDLVA data (SPEC §1).
+"""Reading, decoding, augmenting and batching the LDLVA data (docs/METHOD.md §1).
 
 This is the only module that imports TensorFlow. The pipeline is:
 
@@ -96,7 +96,7 @@ class EvalTable:
 def read_train_table(
     csv_path, image_dir, *, num_classes: int, num_neighbors: int, va_bandwidth: float = 0.5
 ) -> TrainTable:
-    """Reads and validates a training CSV (SPEC §1) and precomputes the VA weights.
+    """Reads and validates a training CSV (docs/METHOD.md §1) and precomputes the VA weights.
 
     Args:
       csv_path: the CSV with columns subDirectory_filePath, expression, valence, arousal
@@ -413,7 +413,7 @@ def _build_cache(
 
 
 def augment(images, seed, *, pad_size: int, random_erasing: bool) -> tf.Tensor:
-    """The SPEC §1 training transform of already-resized images, in stateless TF ops.
+    """The docs/METHOD.md §1 training transform of already-resized images, in stateless TF ops.
 
     In order: random horizontal flip (p=0.5), zero-pad by `pad_size` on each side, random
     crop back to H x W, and if `random_erasing`: with p=0.5 replace a rectangle of area

@@ -1,4 +1,4 @@
-"""The LDLVA step math (SPEC §3) as pure functions of jnp arrays.
+"""The LDLVA step math (docs/METHOD.md §3) as pure functions of jnp arrays.
 
 Each function mirrors one line of the method; the train step composes them. Nothing here
 holds state or knows about models or optimisers.
@@ -53,6 +53,24 @@ def classification_loss(probs, target, sample_weights=None):
     return cross_entropy.mean()
 
 
+def recenter_per_class(theta, labels, class_counts, mean):
+    """Shifts the logits of each class so that their mean is `mean` again.
+
+    theta_i <- theta_i - (mean_{j: l_j = l_i} theta_j - mean): a projection after each SGD
+    step, so that theta can move label confidence between the rows of a class but never take
+    it from a whole class (docs/METHOD.md §3).
+
+    Args:
+      theta: (N,) one logit per training row.
+      labels: (N,) the (possibly noisy) label of every training row.
+      class_counts: (C,) rows per class (a class without rows is left alone).
+      mean: the mean logit every class keeps (lamb_init).
+    """
+    sums = jax.ops.segment_sum(theta, labels, num_segments=class_counts.shape[0])
+    class_means = sums / jnp.maximum(class_counts, 1)
+    return theta - (class_means - mean)[labels]
+
+
 def center_loss(features, labels, lam, centers):
     """L_dcm = 0.5 * sum_n lam_n ||x_n - c_{y_n}||^2 / M over the M rows of `features`."""
     lam = jnp.reshape(lam, (-1,))
@@ -69,7 +87,7 @@ def _center_repulsion(centers):
 
 
 def update_centers(centers, features, labels, lam, lr=0.5, push_scale=0.1, axis_name=None):
-    """One pull step towards the class means, then one push step apart (SPEC §3).
+    """One pull step towards the class means, then one push step apart (docs/METHOD.md §3).
 
     pull: g_k = -sum_{n: y_n = k} lam_n (x_n - c_k) / ((n_k + 1) M), c_k <- c_k - lr g_k;
     push: c <- c - lr * push_scale * dS/dc with S from `_center_repulsion`.

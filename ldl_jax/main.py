@@ -12,7 +12,9 @@ import tensorflow as tf
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from ldl_jax import train
+from ldl_jax import train, va_train
+
+TRAINERS = {"ldl": train, "va": va_train}  # config.task -> its loop module
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
@@ -51,10 +53,13 @@ def main(argv):
     logging.info(
         "JAX process %d / %d, devices: %s", jax.process_index(), jax.process_count(), jax.devices()
     )
+    task = FLAGS.config.get("task", "ldl")
+    if task not in TRAINERS:
+        raise app.UsageError(f"config.task={task!r} is not one of {sorted(TRAINERS)}")
     if FLAGS.mode == "train":
-        train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+        TRAINERS[task].train_and_evaluate(FLAGS.config, FLAGS.workdir)
     else:
-        train.evaluate_checkpoint(FLAGS.config, FLAGS.workdir, FLAGS.checkpoint)
+        TRAINERS[task].evaluate_checkpoint(FLAGS.config, FLAGS.workdir, FLAGS.checkpoint)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Backbones, the classifier head and AdaptiveSimNet (SPEC §2) in flax.linen.
+"""Backbones, the classifier head and AdaptiveSimNet (docs/METHOD.md §2) in flax.linen.
 
 `LDLVA` bundles a classifier (backbone + softmax head) with the AdaptiveSimNet that weights
 neighbours; `create_model(config)` builds it from a config. The feature size D always comes from

@@ -65,9 +65,9 @@ class MeshParallel:
             lambda x: jax.make_array_from_process_local_data(self.sharded, x), local_batch
         )
 
-    def compile_train_step(self, model, tx, config, class_weights=None) -> Callable:
+    def compile_train_step(self, model, tx, config, class_weights=None, train_labels=None):
         return jax.jit(
-            steps.make_train_step(model, tx, config, class_weights),
+            steps.make_train_step(model, tx, config, class_weights, train_labels=train_labels),
             in_shardings=(self.replicated, self.sharded),
             out_shardings=(self.replicated, self.replicated),
             donate_argnums=0,
@@ -128,9 +128,11 @@ class PmapParallel:
             lambda x: np.reshape(x, (self.num_local_devices, -1) + x.shape[1:]), local_batch
         )
 
-    def compile_train_step(self, model, tx, config, class_weights=None) -> Callable:
+    def compile_train_step(self, model, tx, config, class_weights=None, train_labels=None):
         return jax.pmap(
-            steps.make_train_step(model, tx, config, class_weights, axis_name=DATA_AXIS),
+            steps.make_train_step(
+                model, tx, config, class_weights, axis_name=DATA_AXIS, train_labels=train_labels
+            ),
             axis_name=DATA_AXIS,
             donate_argnums=0,
         )

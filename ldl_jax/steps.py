@@ -1,4 +1,4 @@
-"""The LDLVA train step and the eval step, each one compiled XLA program (SPEC §3).
+"""The LDLVA train step and the eval step, each one compiled XLA program (docs/METHOD.md §3).
 
 `make_train_step` closes over the model, the optimiser and the loss constants and returns a
 pure `train_step(state, batch) -> (state, metrics)`; `compile_train_step` jits it with the
@@ -46,24 +46,34 @@ def make_train_step(
     config,
     class_weights=None,
     axis_name: str | None = None,
+    train_labels=None,
 ):
     """Returns `train_step(state, batch) -> (state, metrics)`.
 
     Args:
       model: the LDLVA network.
       tx: the optimiser of the model parameters.
-      config: reads num_neighbors, num_classes, gamma, head_l2, lamb_lr, lamb_beta,
-        center_lr, center_push_scale.
+      config: reads num_classes, gamma, head_l2, lamb_init, lamb_lr, lamb_beta,
+        lamb_fixed_class_mean, center_lr, center_push_scale (B and K come from the batch).
       class_weights: optional (C,) weights omega of L_cls per label.
-
       axis_name: when the step runs per device (pmap), the device axis: gradients, metrics,
         the theta rows and the centre statistics are then reduced to those of the global batch.
+      train_labels: (N,) the label of every training row; needed by
+        `config.lamb_fixed_class_mean`, which keeps each class's mean theta at lamb_init.
 
     The batch holds `image` (B,H,W,3) and `neighbor_image` (B,K,H,W,3) uint8, `label` (B,),
     `va_weight` (B,K), `index` (B,), `neighbor_index` (B,K) and `neighbor_label` (B,K).
     """
     num_classes = config.num_classes
     omega = None if class_weights is None else jnp.asarray(class_weights, jnp.float32)
+    if config.lamb_fixed_class_mean:
+        if train_labels is None:
+            raise ValueError(
+                "config.lamb_fixed_class_mean needs train_labels, the (N,) labels of the "
+                "training rows, to keep each class's mean lambda logit at lamb_init"
+            )
+        train_labels = jnp.asarray(train_labels, jnp.int32)
+        class_counts = jnp.bincount(train_labels, length=num_classes).astype(jnp.float32)
 
     def train_step(state: TrainState, batch):
         images = normalize_images(batch["image"], model.dtype)
@@ -160,6 +170,8 @@ def make_train_step(
         velocity = config.lamb_beta * state.theta_momentum[index] - config.lamb_lr * theta_grads
         theta = state.theta.at[index].add(velocity)
         theta_momentum = state.theta_momentum.at[index].set(velocity)
+        if config.lamb_fixed_class_mean:
+            theta = ldl.recenter_per_class(theta, train_labels, class_counts, config.lamb_init)
 
         # 6. Centre pull and push from this step's (pre-update) features, labels and lambdas.
         centers = ldl.update_centers(
@@ -183,9 +195,12 @@ def make_train_step(
     return train_step
 
 
-def compile_train_step(model, tx, config, class_weights=None):
+def compile_train_step(model, tx, config, class_weights=None, train_labels=None):
     """The single-device train step jitted once, with the incoming state donated."""
-    return jax.jit(make_train_step(model, tx, config, class_weights), donate_argnums=0)
+    return jax.jit(
+        make_train_step(model, tx, config, class_weights, train_labels=train_labels),
+        donate_argnums=0,
+    )
 
 
 def make_eval_step(model: models.LDLVA, num_classes: int):

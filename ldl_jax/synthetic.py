@@ -45,8 +45,13 @@ NUM_CLASSES = len(CLASS_NAMES)
 # validation split leaves the training and test samples unchanged.
 _SPLIT_KEYS = {"train": 0, "test": 1, "val": 2}
 
-# Share of each class in a split; mildly imbalanced, Happy most frequent.
-_CLASS_FREQUENCIES = np.array([0.19, 0.27, 0.12, 0.11, 0.08, 0.09, 0.14])
+# Share of each class in a split, by name of the class balance. "default" is mildly
+# imbalanced; "rafdb" follows RAF-DB's training split (12,271 images: Happy 39%, Fear 2.3%),
+# the imbalance under which a method must not sacrifice the rare classes.
+CLASS_BALANCES = {
+    "default": np.array([0.19, 0.27, 0.12, 0.11, 0.08, 0.09, 0.14]),
+    "rafdb": np.array([2524, 4772, 1982, 1290, 281, 717, 705]) / 12271,
+}
 
 # Circumplex centre (valence, arousal) and spread of each class.
 _VA_CENTERS = np.array(
@@ -150,6 +155,7 @@ def make_synthetic_fer(
     num_val: int = 0,
     image_size: int = 64,
     num_neighbors: int = 20,
+    class_balance: str = "default",
 ) -> dict:
     """Generates the synthetic FER dataset into ``out_dir``.
 
@@ -166,6 +172,7 @@ def make_synthetic_fer(
         num_val: Validation images; no validation split when 0.
         image_size: Side of the square RGB images in pixels.
         num_neighbors: VA neighbours stored per training row.
+        class_balance: A key of ``CLASS_BALANCES``: the share of each class.
 
     Returns:
         Summary with ``out_dir``, ``image_dir``, ``csv`` (split -> CSV path),
@@ -177,6 +184,9 @@ def make_synthetic_fer(
             argument is out of range.
     """
     _check_arguments(seed, num_train, num_test, num_val, image_size, num_neighbors)
+    if class_balance not in CLASS_BALANCES:
+        raise ValueError(f"class_balance={class_balance!r} is not one of {sorted(CLASS_BALANCES)}")
+    frequencies = CLASS_BALANCES[class_balance]
     out_path = Path(out_dir)
     _check_output_folder(out_path)
     split_sizes = {"train": num_train, "test": num_test}
@@ -187,7 +197,7 @@ def make_synthetic_fer(
     staging = Path(tempfile.mkdtemp(prefix=f".{out_path.name}.", dir=out_path.parent))
     try:
         class_counts = {
-            split: _write_split(staging, split, size, seed, image_size, num_neighbors)
+            split: _write_split(staging, split, size, seed, image_size, num_neighbors, frequencies)
             for split, size in split_sizes.items()
         }
         if out_path.exists():
@@ -248,6 +258,7 @@ def _write_split(
     seed: int,
     image_size: int,
     num_neighbors: int,
+    frequencies: np.ndarray,
 ) -> list[int]:
     """Renders one split's images and writes its CSV.
 
@@ -256,7 +267,7 @@ def _write_split(
     """
     image_dir = root / "images" / split
     image_dir.mkdir(parents=True)
-    labels = _split_labels(seed, split, size)
+    labels = _split_labels(seed, split, size, frequencies)
     rows = []
     for index, label in enumerate(labels):
         rng = _sample_rng(seed, split, index)
@@ -291,23 +302,23 @@ def _format_va(value: float) -> str:
     return f"{round(value, 4) + 0.0:.4f}"
 
 
-def _split_labels(seed: int, split: str, size: int) -> np.ndarray:
+def _split_labels(seed: int, split: str, size: int, frequencies: np.ndarray) -> np.ndarray:
     """Returns the shuffled class labels of a split.
 
-    Class counts follow ``_CLASS_FREQUENCIES`` by largest remainder, with at
+    Class counts follow ``frequencies`` by largest remainder, with at
     least one image per class whenever the split holds 7 or more.
     """
-    counts = _class_counts(size)
+    counts = _class_counts(size, frequencies)
     labels = np.repeat(np.arange(NUM_CLASSES), counts)
     order_rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_SPLIT_KEYS[split],)))
     return order_rng.permutation(labels)
 
 
-def _class_counts(size: int) -> np.ndarray:
+def _class_counts(size: int, frequencies: np.ndarray) -> np.ndarray:
     """Splits ``size`` images over the classes by largest remainder."""
     minimum = 1 if size >= NUM_CLASSES else 0
     spare = size - minimum * NUM_CLASSES
-    shares = _CLASS_FREQUENCIES / _CLASS_FREQUENCIES.sum() * spare
+    shares = frequencies / frequencies.sum() * spare
     counts = np.floor(shares).astype(np.int64)
     remainder_order = np.argsort(-(shares - counts), kind="stable")
     counts[remainder_order[: spare - counts.sum()]] += 1

@@ -1,4 +1,4 @@
-"""The training loop: validate, restore, train, evaluate, checkpoint (SPEC §4, §5).
+"""The training loop: validate, restore, train, evaluate, checkpoint (docs/METHOD.md §4, §5).
 
 `train_and_evaluate(config, workdir)` runs or resumes a training run in `workdir`;
 `evaluate_checkpoint(config, workdir, checkpoint)` evaluates a saved one. All input files are
@@ -21,7 +21,7 @@ from ldl_jax import checkpointing, evaluation, input_pipeline, models, parallel,
 from ldl_jax.train_state import TrainState, create_optimizer, create_train_state
 
 EVAL_RESULTS_FILE = "eval_results.json"
-RECENT_EVALS = 5  # SPEC §5: report the mean of the last 5 validation evaluations
+RECENT_EVALS = 5  # docs/METHOD.md §5: report the mean of the last 5 validation evaluations
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +81,7 @@ def prepare_synthetic_data(config) -> None:
             num_test=spec.num_test,
             image_size=spec.image_size,
             num_neighbors=spec.num_neighbors,
+            class_balance=spec.get("class_balance", "default"),
         )
 
 
@@ -243,7 +244,9 @@ def train_and_evaluate(config, workdir) -> dict[str, Any]:
         max_in_memory_bytes=int(config.data.max_in_memory_gb * (1 << 30)),
     )
     eval_sets = _decode_eval_sets(config, eval_tables)
-    train_step = parallelism.compile_train_step(model, tx, config, class_weights)
+    train_step = parallelism.compile_train_step(
+        model, tx, config, class_weights, train_labels=table.labels
+    )
     eval_step = parallelism.compile_eval_step(model, config.num_classes)
 
     start_step = int(state.step)

@@ -58,7 +58,8 @@ def main():
     model = models.create_model(config, bn_axis_name=parallelism.bn_axis_name)
     tx = train_state.create_optimizer(config, steps_per_epoch=5)
     state = parallelism.place_state(train_state.create_train_state(config, model, tx, num_rows))
-    train_step = parallelism.compile_train_step(model, tx, config)
+    train_labels = np.arange(num_rows) % config.num_classes
+    train_step = parallelism.compile_train_step(model, tx, config, train_labels=train_labels)
     history = []
     for seed in range(args.steps):
         batch = parallel.local_slice(steps.random_train_batch(config, num_rows, seed=seed))

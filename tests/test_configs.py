@@ -1,4 +1,4 @@
-"""The shipped configs: consistent, and holding SPEC §4's reference values."""
+"""The shipped configs: consistent, and holding docs/METHOD.md §4's reference values."""
 
 import importlib
 
@@ -6,7 +6,7 @@ import pytest
 
 from ldl_jax import train
 
-# SPEC §4: (backbone, input_size, pad_size, lr, lr_decay, lr_steps, lamb_init, lamb_beta,
+# docs/METHOD.md §4: (backbone, input_size, pad_size, lr, lr_decay, lr_steps, lamb_init, lamb_beta,
 #           class_weights, val_interval)
 REFERENCE = {
     "resnet50_raf": ("ir50", 112, 4, 1e-4, 0.1, (10, 30), 0.5, 0.0, False, 200),

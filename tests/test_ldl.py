@@ -1,4 +1,4 @@
-"""The step math of ldl_jax/ldl.py against SPEC §3's closed forms and plain loops."""
+"""The step math of ldl_jax/ldl.py against docs/METHOD.md §3's closed forms and plain loops."""
 
 import jax
 import jax.numpy as jnp
@@ -139,3 +139,19 @@ def test_update_centers_across_shards_equals_global(rng):
     )
     for shard in range(shards):
         np.testing.assert_allclose(per_shard[shard], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_recenter_per_class_restores_each_class_mean(rng):
+    num_rows = 30
+    labels = rng.integers(0, C - 1, num_rows)  # the last class has no rows
+    theta = rng.normal(size=num_rows).astype(np.float32)
+    counts = np.bincount(labels, minlength=C).astype(np.float32)
+    recentered = np.asarray(ldl.recenter_per_class(theta, labels, counts, 0.5))
+    for k in range(C - 1):
+        rows = labels == k
+        if rows.any():
+            np.testing.assert_allclose(recentered[rows].mean(), 0.5, atol=1e-6)
+            # Only a shift per class: the order and spacing of its rows are kept.
+            np.testing.assert_allclose(
+                recentered[rows] - theta[rows], recentered[rows][0] - theta[rows][0], atol=1e-6
+            )

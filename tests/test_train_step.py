@@ -18,10 +18,16 @@ def _setup(config):
     return model, tx, state
 
 
+TRAIN_LABELS = np.arange(NUM_ROWS) % 7
+
+
 @pytest.fixture(scope="module")
 def compiled():
-    """The tiny config's model, optimiser, compiled step and initial state, built once."""
-    config = make_tiny_config()
+    """The tiny config's model, optimiser, compiled step and initial state, built once.
+
+    Theta follows the reference here (no per-class mean), so that its step is plain SGD.
+    """
+    config = make_tiny_config(lamb_fixed_class_mean=False)
     model, tx, state = _setup(config)
     return config, model, tx, steps.compile_train_step(model, tx, config), state
 
@@ -33,7 +39,7 @@ def _fresh(state):
 
 @pytest.fixture(scope="module")
 def momentum_setup():
-    config = make_tiny_config(lamb_beta=0.9)
+    config = make_tiny_config(lamb_beta=0.9, lamb_fixed_class_mean=False)
     model, tx, _ = _setup(config)
     return config, model, tx, steps.compile_train_step(model, tx, config)
 
@@ -77,8 +83,38 @@ def test_theta_rows_outside_batch_are_untouched(momentum_setup):
     )
 
 
+def test_fixed_class_mean_shifts_whole_classes_after_the_sgd_step(compiled):
+    """lamb_fixed_class_mean: the SGD step of theta, then one shift per class that brings the
+    class's mean logit back to lamb_init (docs/METHOD.md §3)."""
+    _, model, _, _, _ = compiled
+    config = make_tiny_config(lamb_fixed_class_mean=True, lamb_lr=50.0)
+    reference_config = make_tiny_config(lamb_fixed_class_mean=False, lamb_lr=50.0)
+    tx = train_state.create_optimizer(config, steps_per_epoch=5)
+    fixed_step = steps.compile_train_step(model, tx, config, train_labels=TRAIN_LABELS)
+    reference_step = steps.compile_train_step(model, tx, reference_config)
+    batch = steps.random_train_batch(config, NUM_ROWS, seed=4)
+    batch["label"] = TRAIN_LABELS[batch["index"]].astype(np.int32)
+    start = train_state.create_train_state(config, model, tx, NUM_ROWS)
+    sgd = np.asarray(reference_step(_fresh(start), batch)[0].theta)
+    fixed = np.asarray(fixed_step(_fresh(start), batch)[0].theta)
+    assert not np.allclose(sgd, config.lamb_init)
+    for k in range(7):
+        rows = TRAIN_LABELS == k
+        np.testing.assert_allclose(fixed[rows].mean(), config.lamb_init, atol=1e-5)
+        shift = fixed[rows] - sgd[rows]
+        np.testing.assert_allclose(shift, shift[0], atol=1e-5)
+        np.testing.assert_allclose(shift[0], config.lamb_init - sgd[rows].mean(), atol=1e-5)
+
+
+def test_fixed_class_mean_needs_the_training_labels():
+    config = make_tiny_config(lamb_fixed_class_mean=True)
+    model, tx, _ = _setup(config)
+    with pytest.raises(ValueError, match="train_labels"):
+        steps.make_train_step(model, tx, config)
+
+
 def test_theta_step_is_sgd_on_the_closed_form_gradient(compiled):
-    """With lamb_beta = 0, theta moves by -lamb_lr * dL/dtheta, SPEC's closed form."""
+    """With lamb_beta = 0, theta moves by -lamb_lr * dL/dtheta (docs/METHOD.md §3's closed form)."""
     tiny_config, model, _, train_step, state = compiled
     state = _fresh(state)
     batch = steps.random_train_batch(tiny_config, NUM_ROWS, seed=3)
@@ -201,7 +237,7 @@ def test_bfloat16_step_agrees_with_float32():
         config = make_tiny_config()
         config.model.dtype = dtype
         model, tx, state = _setup(config)
-        train_step = steps.compile_train_step(model, tx, config)
+        train_step = steps.compile_train_step(model, tx, config, train_labels=TRAIN_LABELS)
         for seed in range(2):
             state, metrics = train_step(
                 state, steps.random_train_batch(config, NUM_ROWS, seed=seed)

@@ -1,4 +1,4 @@
-"""Writes a training CSV's `knn` column from its valence and arousal (SPEC §1, §8).
+"""Writes a training CSV's `knn` column from its valence and arousal (docs/METHOD.md §1, §8).
 
   python tools/build_knn.py --csv train.csv --out train_knn.csv [--num_neighbors 20]
 

@@ -17,7 +17,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from ldl_jax.synthetic import make_synthetic_fer  # noqa: E402
+from ldl_jax.synthetic import CLASS_BALANCES, make_synthetic_fer  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,6 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=20,
         help="VA neighbours stored per training row in the knn column.",
     )
+    parser.add_argument(
+        "--class_balance",
+        choices=sorted(CLASS_BALANCES),
+        default="default",
+        help="Share of each class: mildly imbalanced (default) or RAF-DB's (rafdb).",
+    )
     return parser
 
 
@@ -53,6 +59,7 @@ def main(argv: list[str] | None = None) -> None:
             num_val=args.num_val,
             image_size=args.image_size,
             num_neighbors=args.num_neighbors,
+            class_balance=args.class_balance,
         )
     except ValueError as error:
         parser.error(str(error))

@@ -45,7 +45,7 @@ from tools.release_common import (  # noqa: E402
     write_csv,
 )
 
-# RAF-DB label (1..7) -> ldl_jax label (SPEC §1).
+# RAF-DB label (1..7) -> ldl_jax label (docs/METHOD.md §1).
 RAF_TO_OURS = {1: 3, 2: 4, 3: 5, 4: 1, 5: 2, 6: 6, 7: 0}
 LABEL_FILE = Path("EmoLabel") / "list_patition_label.txt"
 IMAGE_FOLDERS = {"aligned": Path("Image") / "aligned", "original": Path("Image") / "original"}

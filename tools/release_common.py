@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-# AffectNet's order, ldl_jax's order everywhere (SPEC §1).
+# AffectNet's order, ldl_jax's order everywhere (docs/METHOD.md §1).
 CLASS_NAMES = ("Neutral", "Happy", "Sad", "Surprise", "Fear", "Disgust", "Anger", "Contempt")
 
 

@@ -1,0 +1,62 @@
+"""The lambda inspection: its detection figures, and its outputs from a real (tiny) run."""
+
+import itertools
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ldl_jax import inspect as lambda_inspect
+from ldl_jax import train
+from tests.conftest import make_data_config
+
+
+def test_precision_at_k_by_hand():
+    # 3 flipped rows (1, 3, 4); the 3 lowest lambdas are rows 3, 0, 4 -> 2 of 3 flipped.
+    lam = np.array([0.2, 0.9, 0.8, 0.1, 0.3, 0.7])
+    flipped = np.array([False, True, False, True, True, False])
+    assert lambda_inspect.precision_at_k(lam, flipped) == pytest.approx(2 / 3)
+    # Ties are broken by row index: rows 0 and 1 tie, k = 1 picks row 0.
+    assert lambda_inspect.precision_at_k(np.array([0.5, 0.5, 0.9]), np.array([0, 1, 0])) == 0.0
+    with pytest.raises(ValueError, match="flipped"):
+        lambda_inspect.precision_at_k(lam, np.zeros(6, bool))
+
+
+def test_auroc_matches_pair_counting():
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 5, 40).astype(float)  # many ties
+    positives = rng.random(40) < 0.3
+    pairs = list(itertools.product(scores[positives], scores[~positives]))
+    expected = np.mean([1.0 if p > n else 0.5 if p == n else 0.0 for p, n in pairs])
+    assert lambda_inspect.auroc(scores, positives) == pytest.approx(expected)
+    assert lambda_inspect.auroc(np.array([0.9, 0.8, 0.1]), np.array([1, 1, 0])) == 1.0
+
+
+def test_inspect_writes_ranking_plots_and_detection(synthetic_dir, tmp_path):
+    frame = pd.read_csv(synthetic_dir / "train.csv")
+    noisy = frame["expression"].to_numpy().copy()
+    noisy[:6] = (noisy[:6] + 1) % 7
+    noisy_csv = tmp_path / "train_noisy.csv"
+    frame.assign(expression_backup=frame["expression"], expression=noisy).to_csv(
+        noisy_csv, index=False
+    )
+    config = make_data_config(synthetic_dir, num_train_steps=4)
+    config.data.train_csv = str(noisy_csv)
+    workdir = tmp_path / "run"
+    train.train_and_evaluate(config, workdir)
+
+    summary = lambda_inspect.inspect_run(workdir, grid=4, batch_size=8)
+    out = workdir / "inspect" / "latest-4"
+    ranking = pd.read_csv(out / "lambda_ranking.csv")
+    _, lam, _ = lambda_inspect.read_lambdas(workdir)
+    assert len(ranking) == len(frame)
+    assert np.all(np.diff(ranking["lambda"].to_numpy()) >= 0)
+    np.testing.assert_allclose(ranking["lambda"].to_numpy(), np.sort(lam), rtol=1e-6)
+    assert ranking["flipped"].sum() == 6
+    assert set(ranking.columns) >= {"row", "subDirectory_filePath", "given", "predicted", "clean"}
+    flipped = noisy != frame["expression"].to_numpy()
+    assert summary["precision_at_k"] == pytest.approx(lambda_inspect.precision_at_k(lam, flipped))
+    assert json.loads((out / "summary.json").read_text())["num_flipped"] == 6
+    for png in ("lambda_histogram.png", "lowest_lambda.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

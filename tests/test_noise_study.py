@@ -1,0 +1,67 @@
+"""The noise study on a tiny set: its figures come from the runs, and it resumes."""
+
+import json
+
+import pytest
+
+from tools import noise_study
+
+TINY = [
+    "--num_train=40",
+    "--num_test=13",
+    "--image_size=16",
+    "--seeds=0",
+    "--noise=0,0.3",
+    "--modes=proportional",
+    "--methods=ce,ldlva",
+    "--ablations=",
+    "--jobs=1",
+    "--set=model.backbone=resnet_tiny",
+    "--set=input_size=16",
+    "--set=pad_size=2",
+    "--set=batch_size=4",
+    "--set=num_neighbors=3",
+    "--set=num_epochs=1",
+    "--set=eval_batch_size=8",
+    "--set=log_every_steps=5",
+]
+
+
+def test_tiny_study_reports_its_runs_and_skips_finished_ones(tmp_path, monkeypatch):
+    args = TINY + [
+        f"--out={tmp_path / 'study'}",
+        f"--results={tmp_path / 'RESULTS.md'}",
+        f"--plot={tmp_path / 'study.png'}",
+    ]
+    noise_study.main(args)
+
+    results = json.loads((tmp_path / "study" / "results.json").read_text())
+    assert sorted(results) == [
+        "ce_clean_s0",
+        "ce_proportional30_s0",
+        "ldlva_clean_s0",
+        "ldlva_proportional30_s0",
+    ]
+    for name, result in results.items():
+        test = json.loads((tmp_path / "study" / "runs" / name / "eval_results.json").read_text())
+        assert result["accuracy"] == test["test"]["accuracy"]
+        assert result["balanced_accuracy"] == test["test"]["balanced_accuracy"]
+    # 30% of 40 rows, per class int(n_k * 0.3), are flipped; lambda is learned only by LDLVA.
+    assert 0 < results["ldlva_proportional30_s0"]["num_flipped"] <= 12
+    assert 0.0 <= results["ldlva_proportional30_s0"]["precision_at_k"] <= 1.0
+    assert "precision_at_k" not in results["ce_proportional30_s0"]
+    report = (tmp_path / "RESULTS.md").read_text()
+    accuracy = 100 * results["ldlva_proportional30_s0"]["accuracy"]
+    assert f"| 30% | proportional | ldlva | 1 | {accuracy:.1f} |" in report
+    assert (tmp_path / "study.png").read_bytes()[:4] == b"\x89PNG"
+
+    def no_training(*_):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(noise_study, "train_one", no_training)
+    noise_study.main(args)  # everything finished: only the report is rewritten
+
+
+def test_unknown_method_is_refused():
+    with pytest.raises(SystemExit):
+        noise_study.main(["--methods=ce,bogus"])

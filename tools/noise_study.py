@@ -1,0 +1,399 @@
+"""Noisy-label study: plain cross-entropy vs LDLVA on the synthetic generator, over noise levels.
+
+  python tools/noise_study.py --out=runs/noise_study --jobs=2
+
+Generates a RAF-DB-balanced synthetic set (`--data_seed`), writes a noisy copy of its training
+CSV per (noise level, flip mode, seed) with `tools/make_noisy_labels.py`'s flips, trains every
+method on every copy (`configs/synthetic.py`'s model and schedule unless overridden), and
+writes `--results` (a Markdown table, mean ± std over seeds) and `--plot` (PNG). Finished runs
+are skipped, so an interrupted study continues where it stopped; a run interrupted half-way
+resumes from its own checkpoint.
+
+Methods (config overrides on top of `--config`):
+  ce               plain cross-entropy: lambda fixed at 1, no centre loss;
+  ldlva            LDLVA as ldl_jax's configs run it;
+  ldlva_reference  LDLVA as the reference runs it (no per-class lambda mean).
+`--ablations` run only at `--ablation_noise` (proportional flips), to keep the study short.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import importlib.util
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from tools.make_noisy_labels import flip_labels  # noqa: E402
+
+METHODS = {
+    "ce": {"gamma": 0.0, "lamb_init": 30.0, "lamb_lr": 0.0},
+    "ldlva": {},
+    "ldlva_reference": {"lamb_fixed_class_mean": False},
+}
+# Methods whose lambda is learned: their noise-detection figures are reported.
+LEARNS_LAMBDA = ("ldlva", "ldlva_reference")
+
+
+def run_name(method: str, noise: float, mode: str, seed: int) -> str:
+    level = int(round(noise * 100))
+    return f"{method}_{'clean' if level == 0 else f'{mode}{level}'}_s{seed}"
+
+
+def plan(args) -> list[dict]:
+    """Every run of the study, main grid first."""
+    cells = []
+    for method in args.methods:
+        for noise in args.noise:
+            for mode in args.modes if noise > 0 else args.modes[:1]:
+                cells.append((method, noise, mode))
+    for method in args.ablations:
+        for noise in args.ablation_noise:
+            cells.append((method, noise, "proportional"))
+    runs = []
+    for seed in args.seeds:
+        for method, noise, mode in cells:
+            mode = mode if noise > 0 else "clean"
+            runs.append(
+                {
+                    "name": run_name(method, noise, mode, seed),
+                    "method": method,
+                    "noise": noise,
+                    "mode": mode,
+                    "seed": seed,
+                }
+            )
+    return runs
+
+
+def prepare_data(args) -> pathlib.Path:
+    """The clean synthetic set (generated once) under OUT/data."""
+    from ldl_jax import synthetic
+
+    data = pathlib.Path(args.out) / "data"
+    if not (data / "clean" / "train.csv").exists():
+        synthetic.make_synthetic_fer(
+            data / "clean",
+            seed=args.data_seed,
+            num_train=args.num_train,
+            num_test=args.num_test,
+            image_size=args.image_size,
+            num_neighbors=20,
+            class_balance="rafdb",
+        )
+    return data
+
+
+def train_csv(data: pathlib.Path, run: dict) -> pathlib.Path:
+    """The run's training CSV; noisy copies keep the clean label in `expression_backup`."""
+    clean = data / "clean" / "train.csv"
+    if run["noise"] == 0:
+        return clean
+    path = data / f"train_{run['mode']}{int(round(run['noise'] * 100))}_s{run['seed']}.csv"
+    if not path.exists():
+        frame = pd.read_csv(clean)
+        noisy = flip_labels(frame["expression"].to_numpy(), run["noise"], run["mode"], run["seed"])
+        frame.assign(expression_backup=frame["expression"], expression=noisy).to_csv(
+            path.with_suffix(".tmp"), index=False
+        )
+        path.with_suffix(".tmp").replace(path)
+    return path
+
+
+def run_overrides(args, data: pathlib.Path, run: dict) -> dict:
+    """Config overrides (dotted name -> value) of one run."""
+    overrides = {
+        "data.synthetic.dir": str(data / "clean"),  # exists: nothing is generated
+        "data.image_dir": str(data / "clean" / "images"),
+        "data.train_csv": str(train_csv(data, run)),
+        "data.val_csv": "",
+        "data.test_csv": str(data / "clean" / "test.csv"),
+        "seed": run["seed"],
+    }
+    overrides.update(METHODS[run["method"]])
+    for item in args.set:
+        key, value = item.split("=", 1)
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value  # a plain string
+    return overrides
+
+
+def _flag(key: str, value) -> str:
+    if isinstance(value, bool | int | float | str):
+        return f"--config.{key}={json.dumps(value) if isinstance(value, bool) else value}"
+    return f"--config.{key}={tuple(value)!r}"
+
+
+def _load_config(path: str, overrides: dict):
+    spec = importlib.util.spec_from_file_location("study_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config()
+    for key, value in overrides.items():
+        *parents, leaf = key.split(".")
+        node = config
+        for parent in parents:
+            node = node[parent]
+        node[leaf] = value
+    return config
+
+
+def train_one(args, data: pathlib.Path, run: dict) -> None:
+    """Trains one run in OUT/runs/NAME: in this process (--jobs=1) or a child process."""
+    workdir = pathlib.Path(args.out) / "runs" / run["name"]
+    overrides = run_overrides(args, data, run)
+    if args.jobs == 1:
+        from ldl_jax import train
+
+        train.train_and_evaluate(_load_config(args.config, overrides), workdir)
+        return
+    command = [sys.executable, "-m", "ldl_jax.main", f"--config={args.config}"]
+    command += [f"--workdir={workdir}"] + [_flag(k, v) for k, v in overrides.items()]
+    log = pathlib.Path(args.out) / "logs" / f"{run['name']}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(pathlib.Path(args.out) / "xla_cache"))
+    with open(log, "w") as out:
+        finished = subprocess.run(
+            command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT
+        )
+    if finished.returncode:
+        raise RuntimeError(f"run {run['name']} failed (exit {finished.returncode}); see {log}")
+
+
+def measure(args, run: dict) -> dict:
+    """Test accuracy of a finished run and, for learned lambda under noise, its detection."""
+    from ldl_jax import inspect as lambda_inspect
+
+    workdir = pathlib.Path(args.out) / "runs" / run["name"]
+    test = json.loads((workdir / "eval_results.json").read_text())["test"]
+    result = {
+        **run,
+        "accuracy": test["accuracy"],
+        "balanced_accuracy": test["balanced_accuracy"],
+        "per_class_accuracy": test["per_class_accuracy"],
+    }
+    if run["method"] in LEARNS_LAMBDA and run["noise"] > 0:
+        config, lam, _ = lambda_inspect.read_lambdas(workdir)
+        frame = pd.read_csv(config.data.train_csv)
+        result.update(
+            lambda_inspect.noise_detection(
+                lam, frame["expression"].to_numpy(), frame["expression_backup"].to_numpy()
+            )
+        )
+    return result
+
+
+def run_study(args) -> dict[str, dict]:
+    """Runs (or skips, when finished) every planned run; returns name -> result."""
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results_path = out / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    data = prepare_data(args)
+    runs = plan(args)
+    todo = [run for run in runs if run["name"] not in results]
+    print(f"{len(runs)} runs, {len(runs) - len(todo)} already finished", flush=True)
+    started = time.time()
+
+    def finish(run):
+        results[run["name"]] = measure(args, run)
+        results_path.with_suffix(".tmp").write_text(json.dumps(results, indent=1))
+        results_path.with_suffix(".tmp").replace(results_path)
+        remaining = sum(r["name"] not in results for r in runs)
+        done = len(runs) - remaining
+        elapsed = time.time() - started
+        per_run = elapsed / max(1, len(todo) - remaining)
+        r = results[run["name"]]
+        print(
+            f"[{done}/{len(runs)}] {run['name']}: test {r['accuracy']:.4f}, balanced "
+            f"{r['balanced_accuracy']:.4f}"
+            + (f", lambda precision@k {r['precision_at_k']:.3f}" if "precision_at_k" in r else "")
+            + f" | {elapsed / 60:.1f} min, ~{remaining * per_run / args.jobs / 60:.0f} min left",
+            flush=True,
+        )
+
+    if args.jobs == 1:
+        for run in todo:
+            train_one(args, data, run)
+            finish(run)
+    else:
+        for run in todo:  # noisy CSVs are written here, never by two workers at once
+            train_csv(data, run)
+        with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
+            futures = {pool.submit(train_one, args, data, run): run for run in todo}
+            for future in concurrent.futures.as_completed(futures):
+                future.result()
+                finish(futures[future])
+    return {run["name"]: results[run["name"]] for run in runs}
+
+
+def summarize(results: dict[str, dict]) -> pd.DataFrame:
+    """One row per (method, noise, mode): mean and std over seeds of every figure."""
+    frame = pd.DataFrame(results.values())
+    figures = [
+        c
+        for c in ("accuracy", "balanced_accuracy", "precision_at_k", "auroc")
+        if c in frame.columns
+    ]
+    grouped = frame.groupby(["method", "mode", "noise"], sort=False)[figures]
+    table = grouped.agg(["mean", "std", "count"])
+    table.columns = [f"{figure}_{stat}" for figure, stat in table.columns]
+    return table.reset_index()
+
+
+def _cell(row, figure: str, percent: bool = True) -> str:
+    mean, std = row.get(f"{figure}_mean"), row.get(f"{figure}_std")
+    if mean is None or np.isnan(mean):
+        return ""
+    scale = 100 if percent else 1
+    digits = 1 if percent else 3
+    std_text = "" if np.isnan(std) else f" ± {std * scale:.{digits}f}"
+    return f"{mean * scale:.{digits}f}{std_text}"
+
+
+def markdown_table(summary: pd.DataFrame) -> str:
+    """Rows (noise, mode), one column group per method: test and balanced accuracy (%),
+    lambda's precision@k where lambda is learned under noise."""
+    lines = [
+        "| noise | flips | method | seeds | test accuracy (%) | balanced accuracy (%) "
+        "| λ precision@k | λ AUROC |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    ordered = summary.sort_values(["noise", "mode"], kind="stable")
+    for _, row in ordered.iterrows():
+        lines.append(
+            f"| {int(round(row['noise'] * 100))}% | {row['mode']} | {row['method']} "
+            f"| {int(row['accuracy_count'])} | {_cell(row, 'accuracy')} "
+            f"| {_cell(row, 'balanced_accuracy')} | {_cell(row, 'precision_at_k', False)} "
+            f"| {_cell(row, 'auroc', False)} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(summary: pd.DataFrame, path: pathlib.Path) -> None:
+    """Test accuracy against noise, one panel per flip mode, mean ± std over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    modes = [m for m in ("proportional", "uniform") if m in set(summary["mode"])] or ["clean"]
+    figure, axes = plt.subplots(1, len(modes), figsize=(5 * len(modes), 4), squeeze=False)
+    for ax, mode in zip(axes[0], modes, strict=True):
+        for method, rows in summary.groupby("method", sort=False):
+            rows = rows[(rows["mode"] == mode) | (rows["mode"] == "clean")].sort_values("noise")
+            if len(rows) < 2:
+                continue
+            ax.errorbar(
+                rows["noise"] * 100,
+                rows["accuracy_mean"] * 100,
+                yerr=rows["accuracy_std"].fillna(0) * 100,
+                marker="o",
+                capsize=3,
+                label=method,
+            )
+        ax.set_title(f"{mode} label flips")
+        ax.set_xlabel("flipped training labels (%)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def write_report(args, summary: pd.DataFrame, command: str) -> None:
+    results_path = pathlib.Path(args.results)
+    plot_path = pathlib.Path(args.plot)
+    plot_path.parent.mkdir(parents=True, exist_ok=True)
+    plot(summary, plot_path)
+    relative_plot = os.path.relpath(plot_path, results_path.parent)
+    text = f"""# Noisy-label study
+
+Generated by
+
+```
+{command}
+```
+
+Data: the built-in synthetic generator with RAF-DB's class balance (data seed {args.data_seed},
+{args.num_train} training / {args.num_test} test images at {args.image_size} px); per seed, a
+noisy copy of the training labels (`tools/make_noisy_labels.py`'s flips, seeded by the run's
+seed, which also seeds initialisation and augmentation). Model and schedule: `{args.config}`
+{("with " + ", ".join(args.set)) if args.set else ""}. Test accuracy is that of the final
+checkpoint on the clean test set; λ precision@k is the share of flipped rows among the k
+lowest-λ rows (k = number of flipped rows), λ AUROC that of 1 - λ as a flipped-row detector.
+Figures are mean ± std over seeds.
+
+{markdown_table(summary)}
+
+![test accuracy against noise]({relative_plot})
+"""
+    results_path.parent.mkdir(parents=True, exist_ok=True)
+    results_path.write_text(text)
+
+
+def _floats(text: str) -> list[float]:
+    return [float(x) for x in text.split(",") if x]
+
+
+def _names(text: str) -> list[str]:
+    names = [x for x in text.split(",") if x]
+    for name in names:
+        if name not in METHODS:
+            raise argparse.ArgumentTypeError(f"unknown method {name!r}; use {sorted(METHODS)}")
+    return names
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", default="runs/noise_study", help="Data, runs and results.json.")
+    parser.add_argument("--config", default="configs/synthetic.py")
+    parser.add_argument("--methods", type=_names, default=["ce", "ldlva"])
+    parser.add_argument("--noise", type=_floats, default=[0.0, 0.1, 0.2, 0.3])
+    parser.add_argument("--modes", type=lambda s: s.split(","), default=["proportional", "uniform"])
+    parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1, 2])
+    parser.add_argument("--ablations", type=_names, default=["ldlva_reference"])
+    parser.add_argument("--ablation_noise", type=_floats, default=[0.0, 0.3])
+    parser.add_argument("--data_seed", type=int, default=1)
+    parser.add_argument("--num_train", type=int, default=3000)
+    parser.add_argument("--num_test", type=int, default=700)
+    parser.add_argument("--image_size", type=int, default=48)
+    parser.add_argument(
+        "--set", action="append", default=[], help="Config override for every run, KEY=VALUE."
+    )
+    parser.add_argument("--jobs", type=int, default=2, help="Runs trained at once.")
+    parser.add_argument("--results", default="docs/RESULTS.md")
+    parser.add_argument("--plot", default="docs/noise_study.png")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    for mode in args.modes:
+        if mode not in ("proportional", "uniform"):
+            raise SystemExit(f"--modes: unknown flip mode {mode!r}")
+    results = run_study(args)
+    summary = summarize(results)
+    write_report(args, summary, "python tools/noise_study.py " + " ".join(argv))
+    print(markdown_table(summary))
+
+
+if __name__ == "__main__":
+    main()
