@@ -54,7 +54,10 @@ def get_config():
     config.center_lr = 0.5
     config.center_push_scale = 0.1
     config.class_weights = False  # True: sklearn's 'balanced' weights on L_cls
-    config.lamb_fixed_class_mean = False
+    # ldl_jax's fix (docs/METHOD.md §3, "Beyond the reference"): after every theta step, shift
+    # each class's theta so its mean stays lamb_init; lambda can move trust between the rows
+    # of a class but never take it from a whole class. False: the reference (theta free).
+    config.lamb_fixed_class_mean = True
 
     # Devices (see ldl_jax/parallel.py and the README).
     config.parallel = "mesh"  # 'mesh' (jit over a device mesh) or 'pmap'

@@ -12,7 +12,7 @@ resumes from its own checkpoint.
 Methods (config overrides on top of `--config`):
   ce               plain cross-entropy: lambda fixed at 1, no centre loss;
   ldlva            LDLVA as ldl_jax's configs run it;
-  ldlva_reference  LDLVA as the reference runs it (no per-class lambda mean).
+  ldlva_reference  LDLVA as the reference runs it: theta free (no per-class mean), lamb_lr 10.
 `--ablations` run only at `--ablation_noise` (proportional flips), to keep the study short.
 """
 
@@ -40,7 +40,7 @@ from tools.make_noisy_labels import flip_labels  # noqa: E402
 METHODS = {
     "ce": {"gamma": 0.0, "lamb_init": 30.0, "lamb_lr": 0.0},
     "ldlva": {},
-    "ldlva_reference": {"lamb_fixed_class_mean": False},
+    "ldlva_reference": {"lamb_fixed_class_mean": False, "lamb_lr": 10.0},
 }
 # Methods whose lambda is learned: their noise-detection figures are reported.
 LEARNS_LAMBDA = ("ldlva", "ldlva_reference")
