@@ -1,4 +1,5 @@
-"""Base config: the reference's RAF-DB IR-50 settings (SPEC §4); variants override fields.
+"""Base config: the reference's RAF-DB IR-50 settings (docs/METHOD.md §4); variants override
+fields.
 
 Every field can be overridden on the command line, e.g. `--config.batch_size=64`.
 """
@@ -14,7 +15,7 @@ def get_config():
     config.task = "ldl"
     config.va_loss = "ccc"  # task 'va': 'ccc' (1 - CCC, mean of both dimensions) or 'mse'
 
-    # Data (SPEC §1). Paths are relative to the working directory or absolute.
+    # Data (docs/METHOD.md §1). Paths are relative to the working directory or absolute.
     config.data = ml_collections.ConfigDict()
     config.data.image_dir = ""  # root the CSVs' subDirectory_filePath is relative to
     config.data.train_csv = ""
@@ -31,7 +32,7 @@ def get_config():
     config.pad_size = 4
     config.num_neighbors = 8
 
-    # Model (SPEC §2). The feature size D follows from the backbone.
+    # Model (docs/METHOD.md §2). The feature size D follows from the backbone.
     config.model = ml_collections.ConfigDict()
     config.model.backbone = "ir50"
     config.model.dtype = "float32"  # compute dtype: 'float32' or 'bfloat16'
@@ -41,7 +42,7 @@ def get_config():
     config.model.pretrained = ""
     config.head_l2 = 0.0  # L2 on the head kernel (declared but unused by the reference)
 
-    # Optimisation (SPEC §3, §4).
+    # Optimisation (docs/METHOD.md §3, §4).
     config.batch_size = 32
     config.num_epochs = 60
     config.lr = 1e-4

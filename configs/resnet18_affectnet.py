@@ -1,4 +1,4 @@
-"""AffectNet-7, ResNet-18 at 224x224 with class-balanced L_cls weights (SPEC §4).
+"""AffectNet-7, ResNet-18 at 224x224 with class-balanced L_cls weights (docs/METHOD.md §4).
 
   python -m ldl_jax.main --config=configs/resnet18_affectnet.py --workdir=runs/affectnet_r18 \\
       --config.data.image_dir=AffectNet/images --config.data.train_csv=AffectNet/train.csv \\
@@ -20,7 +20,10 @@ from configs import resnet18_raf
 
 
 def get_config():
-    """ResNet-18 at 224 as resnet18_raf, with AffectNet's data and optimisation (SPEC §4)."""
+    """ResNet-18 at 224 as resnet18_raf, with AffectNet's data and optimisation.
+
+    Reference values: docs/METHOD.md §4.
+    """
     config = resnet18_raf.get_config()
     config.data.image_dir = "data/affectnet/images"
     config.data.train_csv = "data/affectnet/train.csv"

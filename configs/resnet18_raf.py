@@ -1,4 +1,4 @@
-"""RAF-DB, ResNet-18 at 224x224 (SPEC §4).
+"""RAF-DB, ResNet-18 at 224x224 (docs/METHOD.md §4).
 
   python -m ldl_jax.main --config=configs/resnet18_raf.py --workdir=runs/raf_r18 \\
       --config.data.image_dir=RAF/aligned --config.data.train_csv=RAF/train.csv \\
