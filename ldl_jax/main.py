@@ -1,5 +1,9 @@
 """Trains or evaluates LDLVA. Intentionally kept short: the logic lives in `ldl_jax.train`.
 
+Errors in the input (flags, config, data files, a checkpoint of another model, a workdir in use)
+end with one line on stderr naming the culprit and exit code 2; other failures exit 1. Only
+`--verbose` shows the traceback. A training run holds `WORKDIR/lock.json` while it runs.
+
   python -m ldl_jax.main --config=configs/synthetic.py --workdir=runs/synthetic
   python -m ldl_jax.main --config=configs/resnet50_raf.py --workdir=runs/raf \\
       --config.data.image_dir=/data/raf/aligned --config.batch_size=64
@@ -7,12 +11,15 @@
       --checkpoint=best
 """
 
+import re
+import sys
+
 import jax
 import tensorflow as tf
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from ldl_jax import train, va_train
+from ldl_jax import checkpointing, input_pipeline, train, va_train, workdir_lock
 
 TRAINERS = {"ldl": train, "va": va_train}  # config.task -> its loop module
 
@@ -30,7 +37,41 @@ flags.DEFINE_bool(
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (with --distributed).")
 flags.DEFINE_integer("num_processes", None, "Number of processes (with --distributed).")
 flags.DEFINE_integer("process_id", None, "This process's index (with --distributed).")
+flags.DEFINE_bool("verbose", False, "Show the full traceback of an error.")
 flags.mark_flags_as_required(["config", "workdir"])
+
+# Errors in what the user gave us (exit code 2); anything else is a runtime failure (1).
+INPUT_ERRORS = (
+    input_pipeline.DataError,
+    checkpointing.CheckpointMismatchError,
+    workdir_lock.WorkdirLockedError,
+    FileNotFoundError,
+    ValueError,
+    KeyError,
+)
+
+
+def _fail(error: BaseException, code: int) -> None:
+    print(f"error: {error}", file=sys.stderr)
+    sys.exit(code)
+
+
+def parse_flags(argv):
+    """absl's flag parsing, with a config typo (`--config.batch_sise=8`) reported in one line."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as error:
+        _fail(f"{error}\nRun with --helpfull for the flags.", 2)
+    except (AttributeError, KeyError, TypeError, ValueError) as error:
+        if "--verbose" in argv:
+            raise
+        suggestion = re.search(r'Did you mean "([\w.]+)" instead of "([\w.]+)"', str(error))
+        if suggestion:
+            right, wrong = suggestion.groups()
+            message = f"config has no field {wrong!r} (did you mean {right!r}?)"
+        else:
+            message = str(error).replace("\\n", " ").strip("'\" ")
+        _fail(f"bad config override: {message}", 2)
 
 
 def initialize_distributed():
@@ -56,11 +97,23 @@ def main(argv):
     task = FLAGS.config.get("task", "ldl")
     if task not in TRAINERS:
         raise app.UsageError(f"config.task={task!r} is not one of {sorted(TRAINERS)}")
-    if FLAGS.mode == "train":
-        TRAINERS[task].train_and_evaluate(FLAGS.config, FLAGS.workdir)
-    else:
-        TRAINERS[task].evaluate_checkpoint(FLAGS.config, FLAGS.workdir, FLAGS.checkpoint)
+    try:
+        if FLAGS.mode == "eval":
+            TRAINERS[task].evaluate_checkpoint(FLAGS.config, FLAGS.workdir, FLAGS.checkpoint)
+        elif jax.process_index() == 0:
+            with workdir_lock.hold(FLAGS.workdir):
+                TRAINERS[task].train_and_evaluate(FLAGS.config, FLAGS.workdir)
+        else:  # process 0 holds the lock for the whole run
+            TRAINERS[task].train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    except INPUT_ERRORS as error:
+        if FLAGS.verbose:
+            raise
+        _fail(error, 2)
+    except Exception as error:  # noqa: BLE001 - one line, unless --verbose
+        if FLAGS.verbose:
+            raise
+        _fail(f"{type(error).__name__}: {error} (run with --verbose for the traceback)", 1)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)
