@@ -1,6 +1,9 @@
 """ldl_jax.data (tables, images, augment, batches, streams) on tiny generated data sets."""
 
 import itertools
+import pathlib
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -478,3 +481,9 @@ def test_class_balanced_weights():
 def test_steps_per_epoch_drops_the_partial_batch():
     assert batch_lib.steps_per_epoch(12, 4) == 3
     assert batch_lib.steps_per_epoch(11, 4) == 2
+
+
+def test_tables_batches_and_the_model_boundary_import_without_tensorflow():
+    modules = "ldl_jax.data.tables, ldl_jax.data.batches, ldl_jax.inference, ldl_jax.inspect"
+    code = f"import sys, {modules}; sys.exit('tensorflow' in sys.modules)"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=pathlib.Path(__file__).parents[1])
