@@ -24,7 +24,9 @@ import jax
 import numpy as np
 from absl import app, flags, logging
 
-from ldl_jax import input_pipeline, va_data, va_knn, va_model, va_train
+from ldl_jax import va_knn, va_model, va_train
+from ldl_jax.data import images as images_lib
+from ldl_jax.data import tables
 
 FLAGS = flags.FLAGS
 # Images decoded at once: bounds the host memory of large sets (4,096 at 224 px: 0.6 GB).
@@ -64,7 +66,7 @@ def annotate(
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} must be positive")
     config, model, variables, step = va_train.restore_regressor(workdir, checkpoint)
-    frame, paths = va_data.read_image_frame(csv_path, image_dir)
+    frame, paths = tables.read_image_frame(csv_path, image_dir)
     if not 1 <= num_neighbors < len(frame):
         raise ValueError(
             f"num_neighbors={num_neighbors}: {csv_path} has {len(frame)} rows, so 1 <= "
@@ -73,7 +75,7 @@ def annotate(
     predict = jax.jit(va_model.make_va_predict(model))
     chunks = []
     for start in range(0, len(paths), DECODE_CHUNK):
-        images = input_pipeline.load_images(paths[start : start + DECODE_CHUNK], config.input_size)
+        images = images_lib.load_images(paths[start : start + DECODE_CHUNK], config.input_size)
         chunks.append(va_train.predict_images(predict, variables, images, batch_size))
         logging.info("annotated %d / %d images", start + len(images), len(paths))
     va = np.concatenate(chunks)

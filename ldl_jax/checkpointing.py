@@ -31,7 +31,18 @@ class CheckpointMismatchError(ValueError):
 
 
 def model_signature(config, num_train_rows: int) -> dict[str, Any]:
-    """The config values that fix the shapes of the train state."""
+    """The config values that fix the shapes of the train state.
+
+    A VA regressor's (`config.task = "va"`) carries its task, so an LDLVA workdir is never
+    resumed or restored as a VA one, or back.
+    """
+    if config.get("task", "ldl") == "va":
+        return {
+            "task": "va",
+            "backbone": config.model.backbone,
+            "input_size": int(config.input_size),
+            "num_train_rows": int(num_train_rows),
+        }
     return {
         "backbone": config.model.backbone,
         "num_classes": int(config.num_classes),
@@ -123,11 +134,12 @@ class Checkpoints:
         )
         return restored["state"], restored["meta"]
 
-    def restore_fields(
-        self, abstract_state, fields, which: str = LATEST, step: int | None = None
-    ) -> dict[str, Any]:
-        """Only the named fields of the train state (e.g. 'params', 'theta'), on one device."""
-        target = {field: getattr(abstract_state, field) for field in fields}
+    def restore_fields(self, target, which: str = LATEST, step: int | None = None) -> dict:
+        """Only some fields of the saved state, on one device.
+
+        `target` maps field names ('params', 'batch_stats', 'theta', ...) to their abstract
+        values (shape and dtype structs); nothing else of the state is read.
+        """
         device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         restore_args = jax.tree.map(lambda _: ocp.ArrayRestoreArgs(sharding=device), target)
         restored = self.managers[which].restore(
@@ -138,15 +150,7 @@ class Checkpoints:
                 )
             ),
         )
-        return {field: restored["state"][field] for field in fields}
-
-    def restore_variables(self, abstract_state, which: str = LATEST, step: int | None = None):
-        """Only the model variables {'params', 'batch_stats'} of a checkpoint, on one device.
-
-        What inference and evaluation need: theta, the centres and the optimiser state are not
-        read.
-        """
-        return self.restore_fields(abstract_state, ("params", "batch_stats"), which, step)
+        return {field: restored["state"][field] for field in target}
 
     def save(self, state, meta: dict[str, Any], which: str = LATEST, metrics=None) -> None:
         """Saves asynchronously; `metrics` (with 'accuracy') ranks the best checkpoints."""

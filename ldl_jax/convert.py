@@ -11,7 +11,7 @@ Sources (`--from`) and the backbone each becomes:
 
 - `evolve_ir50` -> `ir50`: face.evoLVe's IR-50 `Backbone` state_dict (`input_layer.*`,
   `body.N.res_layer.*`, `body.N.shortcut_layer.*`, `output_layer.*`). Its output Linear reads
-  the last map flattened channels-first, which `models.IResNet` reproduces, so the kernel is
+  the last map flattened channels-first, which `backbones.IResNet` reproduces, so the kernel is
   only transposed.
 - `msceleb_resnet18` -> `resnet18`: the MS-Celeb-1M ResNet-18 of SCN/RUL/DAN, a torchvision
   ResNet-18 state_dict under a `state_dict` key (the face-identity `fc.*`/`feature.*` layers
@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from ldl_jax import models, pretrained
+from ldl_jax import backbones, pretrained
 
 FLAGS = flags.FLAGS
 
@@ -89,7 +89,7 @@ _EVOLVE_UNIT = {
 
 
 def evolve_ir_mapping(module_names) -> Callable[[str], ModuleRef | None]:
-    """face.evoLVe IR Backbone modules -> `models.IResNet` modules."""
+    """face.evoLVe IR Backbone modules -> `backbones.IResNet` modules."""
     del module_names  # body.N is numbered as ldl_jax numbers its units
 
     def mapping(module: str) -> ModuleRef | None:
@@ -105,7 +105,7 @@ def evolve_ir_mapping(module_names) -> Callable[[str], ModuleRef | None]:
 
 
 def torchvision_resnet_mapping(module_names) -> Callable[[str], ModuleRef | None]:
-    """torchvision ResNet modules -> `models.PooledResNet` (trunk `ResNet_0`) modules.
+    """torchvision ResNet modules -> `backbones.PooledResNet` (trunk `ResNet_0`) modules.
 
     torchvision numbers blocks per stage (`layer2.1`), ldl_jax over the whole trunk
     (`ResNetBlock_3`); a block with `conv3` is a bottleneck.
@@ -252,12 +252,13 @@ def expected_backbone(backbone_name: str, converted: Mapping[str, dict]) -> dict
     Only IR networks depend on the input size (their output Linear reads the flattened map):
     it is inferred from that Linear; ResNets are pooled, any size gives the same shapes.
     """
-    if backbone_name not in models.BACKBONES:
-        raise ValueError(f"--backbone={backbone_name!r} is not one of {sorted(models.BACKBONES)}")
-    constructor, _ = models.BACKBONES[backbone_name]
+    if backbone_name not in backbones.BACKBONES:
+        names = sorted(backbones.BACKBONES)
+        raise ValueError(f"--backbone={backbone_name!r} is not one of {names}")
+    constructor, _ = backbones.BACKBONES[backbone_name]
     module = constructor()
     size = 32
-    if isinstance(module, models.IResNet):
+    if isinstance(module, backbones.IResNet):
         params = converted["params"]
         try:
             flat_size = params["embedding"]["kernel"].shape[0]

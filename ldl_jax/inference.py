@@ -1,21 +1,89 @@
-"""A trained model for inference: its config and its parameters, nothing of the training state.
+"""A trained model for inference, and the one way a checkpoint's model variables are restored.
 
-Shared by `ldl_jax.predict` and `ldl_jax.export`: the workdir's `config.json` rebuilds the
-model, and only `params` and `batch_stats` are read from the checkpoint (not theta, the centres
-or the optimiser state).
+`restore_variables(workdir, config, checkpoint)` is what evaluation, prediction, export,
+inspection, the VA annotator and pretrained-from-workdir loading share: the model is rebuilt
+from the config (the workdir's `config.json` by default) and only the named fields of the state
+are read from the checkpoint (`params` and `batch_stats`, or also `theta`), into shapes that
+come from the model's init under `jax.eval_shape` and the checkpoint signature's
+`num_train_rows`: no optimiser is built and nothing else of the state is read.
 """
 
 import dataclasses
 import functools
 import json
 import pathlib
+from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
 
-from ldl_jax import checkpointing, models, steps
-from ldl_jax.train_state import create_optimizer, create_train_state
+from ldl_jax import checkpointing, models, va_model
+
+VARIABLES = ("params", "batch_stats")
+
+
+@dataclasses.dataclass(frozen=True)
+class Restored:
+    """What `restore_variables` read: the config, the rebuilt model and the fields."""
+
+    config: ml_collections.ConfigDict
+    model: Any  # models.LDLVA or va_model.VARegressor
+    fields: dict[str, Any]
+    which: str
+    step: int
+
+    @property
+    def variables(self) -> dict:
+        return {name: self.fields[name] for name in VARIABLES}
+
+
+def read_config(workdir) -> ml_collections.ConfigDict:
+    """The config a training run wrote into its workdir."""
+    path = pathlib.Path(workdir) / "config.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: is {workdir} a training workdir?")
+    return ml_collections.ConfigDict(json.loads(path.read_text()))
+
+
+def create_model(config):
+    """The model of `config.task`: LDLVA, or the valence/arousal regressor."""
+    if config.get("task", "ldl") == va_model.TASK:
+        return va_model.create_va_model(config)
+    return models.create_model(config)
+
+
+def restore_variables(
+    workdir, config=None, checkpoint: str = "latest", fields=VARIABLES
+) -> Restored:
+    """Restores the named state fields of a workdir's latest, best or given step's checkpoint.
+
+    Args:
+      workdir: a training run's workdir (LDLVA or VA).
+      config: the config to rebuild the model from; None reads the workdir's `config.json`.
+        Its signature must match the checkpoint's.
+      checkpoint: 'latest', 'best' or a step number.
+      fields: state fields to read: 'params', 'batch_stats', and for LDLVA 'theta'.
+
+    Raises:
+      FileNotFoundError: no such workdir, config or checkpoint.
+      CheckpointMismatchError: the checkpoint was written by another model.
+    """
+    config = read_config(workdir) if config is None else config
+    checkpoints = checkpointing.Checkpoints(workdir)
+    try:
+        which, step = checkpointing.parse_checkpoint(checkpoint)
+        step = checkpoints.existing_step(which, step)
+        num_rows = checkpoints.read_meta(which, step)["signature"]["num_train_rows"]
+        checkpoints.check_signature(checkpointing.model_signature(config, num_rows))
+        model = create_model(config)
+        abstract = dict(models.abstract_variables(model, config.input_size))
+        abstract["theta"] = jax.ShapeDtypeStruct((num_rows,), np.float32)
+        target = {name: abstract[name] for name in fields}
+        restored = checkpoints.restore_fields(target, which, step)
+    finally:
+        checkpoints.close()
+    return Restored(config, model, restored, which, step)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,9 +105,7 @@ class InferenceModel:
 
     def apply_probabilities(self, variables, images):
         """Pure function of (variables, uint8 images) -> probabilities, for jit or jax2tf."""
-        _, logits = self.model.apply(
-            variables, steps.normalize_images(images, self.model.dtype), train=False
-        )
+        _, logits = self.model.apply(variables, images, method=models.LDLVA.classify)
         return jax.nn.softmax(logits)
 
     @functools.cached_property
@@ -62,35 +128,7 @@ class InferenceModel:
         return np.concatenate(outputs)
 
 
-def read_config(workdir) -> ml_collections.ConfigDict:
-    """The config a training run wrote into its workdir."""
-    path = pathlib.Path(workdir) / "config.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: is {workdir} a training workdir?")
-    return ml_collections.ConfigDict(json.loads(path.read_text()))
-
-
-def restore_fields(workdir, fields, checkpoint: str = "latest"):
-    """(config, {field: value}, step): the named train-state fields of a workdir's checkpoint.
-
-    `fields` are TrainState attributes ('params', 'batch_stats', 'theta', ...); nothing else of
-    the state is read.
-    """
-    config = read_config(workdir)
-    checkpoints = checkpointing.Checkpoints(workdir)
-    which, step = checkpointing.parse_checkpoint(checkpoint)
-    step = checkpoints.existing_step(which, step)
-    meta = checkpoints.read_meta(which, step)
-    model = models.create_model(config)
-    num_rows = meta["signature"]["num_train_rows"]
-    tx = create_optimizer(config, steps_per_epoch=1)
-    abstract = jax.eval_shape(lambda: create_train_state(config, model, tx, num_rows))
-    restored = checkpoints.restore_fields(abstract, fields, which, step)
-    checkpoints.close()
-    return config, restored, step
-
-
 def load(workdir, checkpoint: str = "latest") -> InferenceModel:
     """Restores the model of a workdir from its latest, best or a given step's checkpoint."""
-    config, variables, step = restore_fields(workdir, ("params", "batch_stats"), checkpoint)
-    return InferenceModel(config, models.create_model(config), variables, step)
+    restored = restore_variables(workdir, checkpoint=checkpoint)
+    return InferenceModel(restored.config, restored.model, restored.variables, restored.step)

@@ -25,7 +25,8 @@ import numpy as np
 import pandas as pd
 from absl import app, flags
 
-from ldl_jax import inference, input_pipeline, ldl, models, steps
+from ldl_jax import inference, ldl, models
+from ldl_jax.data import tables
 
 FLAGS = flags.FLAGS
 CLEAN_LABEL_COLUMN = "expression_backup"
@@ -77,19 +78,19 @@ def noise_detection(lam: np.ndarray, given: np.ndarray, clean: np.ndarray) -> di
 
 def read_lambdas(workdir, checkpoint: str = "latest"):
     """(config, lambda (N,), step) of a run's checkpoint; nothing else of the state is read."""
-    config, restored, step = inference.restore_fields(workdir, ("theta",), checkpoint)
-    return config, np.asarray(jax.nn.sigmoid(restored["theta"])), step
+    restored = inference.restore_variables(workdir, checkpoint=checkpoint, fields=("theta",))
+    return restored.config, np.asarray(jax.nn.sigmoid(restored.fields["theta"])), restored.step
 
 
 def _features_and_probs(restored: inference.InferenceModel, images, batch_size):
     """Eval-mode features and class distributions of every training image."""
-    apply = jax.jit(lambda v, x: restored.model.apply(v, x, train=False))
+    apply = jax.jit(lambda v, x: restored.model.apply(v, x, method=models.LDLVA.classify))
     features, probs = [], []
     for start in range(0, len(images), batch_size):
         chunk = np.zeros((batch_size, *images.shape[1:]), np.uint8)
         real = np.asarray(images[start : start + batch_size])
         chunk[: len(real)] = real
-        f, logits = apply(restored.variables, steps.normalize_images(chunk, restored.model.dtype))
+        f, logits = apply(restored.variables, chunk)
         features.append(np.asarray(f)[: len(real)])
         probs.append(np.asarray(jax.nn.softmax(logits))[: len(real)])
     return np.concatenate(features), np.concatenate(probs)
@@ -181,7 +182,7 @@ def inspect_run(workdir, checkpoint="latest", out=None, grid=36, batch_size=64) 
     workdir = pathlib.Path(workdir)
     config, lam, step = read_lambdas(workdir, checkpoint)
     restored = inference.load(workdir, checkpoint)
-    table = input_pipeline.read_train_table(
+    table = tables.read_train_table(
         config.data.train_csv,
         config.data.image_dir,
         num_classes=config.num_classes,
@@ -193,7 +194,9 @@ def inspect_run(workdir, checkpoint="latest", out=None, grid=36, batch_size=64) 
             f"{config.data.train_csv} has {table.num_rows} rows but the checkpoint holds "
             f"{len(lam)} lambdas: the training CSV changed since the run"
         )
-    images = input_pipeline.load_images(table.paths, config.input_size)
+    from ldl_jax.data import images as images_lib  # TensorFlow: decoding only
+
+    images = images_lib.load_images(table.paths, config.input_size)
     features, probs = _features_and_probs(restored, images, batch_size)
     names = list(config.class_names)
     order = np.argsort(lam, kind="stable")

@@ -19,7 +19,8 @@ import tensorflow as tf
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from ldl_jax import checkpointing, input_pipeline, train, va_train, workdir_lock
+from ldl_jax import checkpointing, train, va_train, workdir_lock
+from ldl_jax.data import tables
 
 TRAINERS = {"ldl": train, "va": va_train}  # config.task -> its loop module
 
@@ -42,7 +43,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 # Errors in what the user gave us (exit code 2); anything else is a runtime failure (1).
 INPUT_ERRORS = (
-    input_pipeline.DataError,
+    tables.DataError,
     checkpointing.CheckpointMismatchError,
     workdir_lock.WorkdirLockedError,
     FileNotFoundError,

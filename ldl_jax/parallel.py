@@ -28,14 +28,6 @@ DATA_AXIS = "data"
 MODES = ("mesh", "pmap")
 
 
-def local_slice(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """This process's contiguous share of a global batch."""
-    count, index = jax.process_count(), jax.process_index()
-    return jax.tree.map(
-        lambda x: x[index * (len(x) // count) : (index + 1) * (len(x) // count)], batch
-    )
-
-
 class MeshParallel:
     """jit over a Mesh of all devices; BatchNorm is always synchronised."""
 
@@ -150,20 +142,8 @@ class PmapParallel:
 
 
 def create(config):
-    """The parallelism of `config.parallel`, after checking that the batches divide."""
-    if config.parallel not in MODES:
-        raise ValueError(f"config.parallel={config.parallel!r} is not one of {MODES}")
-    num_devices = jax.device_count()
-    for field in ("batch_size", "eval_batch_size"):
-        if config[field] % num_devices:
-            raise ValueError(
-                f"config.{field}={config[field]} does not divide over {num_devices} devices"
-            )
+    """The parallelism of `config.parallel` (its values are checked by
+    `ldl_jax.config_checks.validate_config`: the mode, batches that divide over the devices)."""
     if config.parallel == "mesh":
-        if not config.sync_batch_norm:
-            raise ValueError(
-                "config.parallel='mesh' computes BatchNorm over the global batch: set "
-                "config.sync_batch_norm=True, or use config.parallel='pmap' for per-device BN"
-            )
         return MeshParallel()
     return PmapParallel(config.sync_batch_norm)

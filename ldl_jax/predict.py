@@ -92,7 +92,7 @@ def predict_files(
     batch_size: int = 64,
 ) -> list[dict]:
     """One record per image, or per detected face; faceless images get a record saying so."""
-    from ldl_jax import input_pipeline  # TensorFlow: the same resize as the test transform
+    from ldl_jax.data import images  # TensorFlow: the same resize as the test transform
 
     records, crops = [], []
     for path in paths:
@@ -108,9 +108,7 @@ def predict_files(
             records.append({"path": str(path), "face": list(box)})
             crops.append(crop_with_margin(image, box))
     resized = (
-        np.stack(
-            [np.asarray(input_pipeline.resize_uint8(crop, model.input_size)) for crop in crops]
-        )
+        np.stack([np.asarray(images.resize_uint8(crop, model.input_size)) for crop in crops])
         if crops
         else np.zeros((0, model.input_size, model.input_size, 3), np.uint8)
     )

@@ -17,7 +17,6 @@ is an error that names it. Nothing here imports torch (only `ldl_jax.convert` do
 
 import json
 import pathlib
-import types
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -28,7 +27,7 @@ import ml_collections
 import numpy as np
 from flax import traverse_util
 
-from ldl_jax import checkpointing, models
+from ldl_jax import checkpointing
 
 FORMAT_VERSION = 1
 METADATA_FILE = "backbone.json"
@@ -207,36 +206,26 @@ def is_workdir(path) -> bool:
 def read_workdir(workdir) -> tuple[str, dict[str, Any], int]:
     """(backbone name, {'params', 'batch_stats'}, step) of a workdir's latest checkpoint.
 
-    The model is rebuilt from the checkpoint's signature (backbone, classes, input size), so
-    the run may have had another number of classes or training rows.
+    The model is rebuilt from the checkpoint's signature (task, backbone, classes, input size),
+    so the run may have had another task, number of classes or training rows.
     """
+    # inference imports va_model, which imports this module: import it when called.
+    from ldl_jax import inference
+
     checkpoints = checkpointing.Checkpoints(workdir)
     try:
-        step = checkpoints.existing_step(checkpointing.LATEST, None)
-        signature = checkpoints.read_meta(checkpointing.LATEST, step)["signature"]
-        config = ml_collections.ConfigDict(
-            {
-                "model": {"backbone": signature["backbone"], "dtype": "float32"},
-                "num_classes": signature["num_classes"],
-            }
-        )
-        model = models.create_model(config)
-        size = signature["input_size"]
-        abstract = jax.eval_shape(
-            lambda: model.init(
-                {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(0)},
-                jnp.zeros((1, size, size, 3), jnp.float32),
-                1,
-                method=models.LDLVA.initialize,
-            )
-        )
-        target = types.SimpleNamespace(
-            params=abstract["params"], batch_stats=abstract["batch_stats"]
-        )
-        variables = checkpoints.restore_variables(target, checkpointing.LATEST, step)
+        signature = checkpoints.read_meta(checkpointing.LATEST)["signature"]
     finally:
         checkpoints.close()
-    return signature["backbone"], get_backbone(variables), step
+    fields = {
+        "task": signature.get("task", "ldl"),
+        "model": {"backbone": signature["backbone"], "dtype": "float32"},
+        "input_size": signature["input_size"],
+    }
+    if "num_classes" in signature:
+        fields["num_classes"] = signature["num_classes"]
+    restored = inference.restore_variables(workdir, ml_collections.ConfigDict(fields))
+    return signature["backbone"], get_backbone(restored.variables), restored.step
 
 
 # --------------------------------------------------------------------------------------------
@@ -253,6 +242,18 @@ def read_backbone(path) -> tuple[str, dict[str, Any], str]:
         return backbone_name, backbone, f"{path} (workdir, latest checkpoint, step {step})"
     backbone_name, backbone = read_converted(path)
     return backbone_name, backbone, str(path / VARIABLES_FILE)
+
+
+def load_configured_backbone(config, variables: Mapping[str, Any]) -> dict:
+    """Fresh model `variables` with the backbone of `config.model.pretrained`, if set.
+
+    Under `jax.eval_shape` (an abstract state to restore into) there is nothing to load: the
+    pretrained backbone has exactly the initialised shapes.
+    """
+    path = config.model.get("pretrained", "")
+    if not path or any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(variables)):
+        return variables
+    return load_pretrained_backbone(path, variables, config.model.backbone)
 
 
 def load_pretrained_backbone(path, variables: Mapping[str, Any], backbone_name: str) -> dict:

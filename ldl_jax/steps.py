@@ -2,38 +2,17 @@
 
 `make_train_step` closes over the model, the optimiser and the loss constants and returns a
 pure `train_step(state, batch) -> (state, metrics)`; `compile_train_step` jits it with the
-state donated. Batches hold uint8 images; normalisation happens here, on the device.
+state donated. Batches hold uint8 images, normalised on the device by `models.normalize_images`.
 """
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from ldl_jax import ldl, models
 from ldl_jax.train_state import TrainState
 
 TRAIN_METRICS = ("loss", "cls_loss", "center_loss", "accuracy", "mean_lambda")
-
-
-def random_train_batch(config, num_rows: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """A batch in the train step's format with random content (benchmarks and tests)."""
-    rng = np.random.default_rng(seed)
-    b, k, s = config.batch_size, config.num_neighbors, config.input_size
-    return {
-        "image": rng.integers(0, 256, (b, s, s, 3), dtype=np.uint8),
-        "neighbor_image": rng.integers(0, 256, (b, k, s, s, 3), dtype=np.uint8),
-        "label": rng.integers(0, config.num_classes, b).astype(np.int32),
-        "va_weight": rng.uniform(0.2, 1.0, (b, k)).astype(np.float32),
-        "index": rng.choice(num_rows, b, replace=False).astype(np.int32),
-        "neighbor_index": rng.integers(0, num_rows, (b, k)).astype(np.int32),
-        "neighbor_label": rng.integers(0, config.num_classes, (b, k)).astype(np.int32),
-    }
-
-
-def normalize_images(images, dtype):
-    """uint8 [0, 255] -> (x - 127.5) / 127.5 in [-1, 1], in the compute dtype."""
-    return ((images.astype(jnp.float32) - 127.5) / 127.5).astype(dtype)
 
 
 def _head_kernel_l2(params):
@@ -76,8 +55,8 @@ def make_train_step(
         class_counts = jnp.bincount(train_labels, length=num_classes).astype(jnp.float32)
 
     def train_step(state: TrainState, batch):
-        images = normalize_images(batch["image"], model.dtype)
-        neighbor_images = normalize_images(batch["neighbor_image"], model.dtype)
+        images = models.normalize_images(batch["image"], model.dtype)
+        neighbor_images = models.normalize_images(batch["neighbor_image"], model.dtype)
         batch_size, num_neighbors = neighbor_images.shape[:2]
         labels = batch["label"]
         rng = jax.random.fold_in(state.rng, state.step)
@@ -211,7 +190,7 @@ def make_eval_step(model: models.LDLVA, num_classes: int):
     """
 
     def eval_step(params, batch_stats, batch):
-        images = normalize_images(batch["image"], model.dtype)
+        images = models.normalize_images(batch["image"], model.dtype)
         _, logits = model.apply({"params": params, "batch_stats": batch_stats}, images, train=False)
         mask = batch["mask"].astype(jnp.int32)
         true = jax.nn.one_hot(batch["label"], num_classes, dtype=jnp.int32) * mask[:, None]

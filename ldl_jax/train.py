@@ -1,15 +1,13 @@
 """The training loop: validate, restore, train, evaluate, checkpoint (docs/METHOD.md §4, §5).
 
 `train_and_evaluate(config, workdir)` runs or resumes a training run in `workdir`;
-`evaluate_checkpoint(config, workdir, checkpoint)` evaluates a saved one. All input files are
-validated before any image is decoded or anything in the workdir is written.
+`evaluate_checkpoint(config, workdir, checkpoint)` evaluates a saved one. The data comes from
+`ldl_jax.data` (validated before any image is decoded or anything in the workdir is written),
+the restored model from `ldl_jax.inference.restore_variables`.
 """
 
-import collections
-import dataclasses
 import json
 import pathlib
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
@@ -17,123 +15,21 @@ import numpy as np
 from absl import logging
 from clu import metric_writers, parameter_overview, periodic_actions
 
-from ldl_jax import checkpointing, evaluation, input_pipeline, models, parallel, synthetic
-from ldl_jax.train_state import TrainState, create_optimizer, create_train_state
+from ldl_jax import checkpointing, config_checks, data, evaluation, inference, models, parallel
+from ldl_jax.train_state import create_optimizer, create_train_state
 
 EVAL_RESULTS_FILE = "eval_results.json"
 RECENT_EVALS = 5  # docs/METHOD.md §5: report the mean of the last 5 validation evaluations
 
 
-@dataclasses.dataclass(frozen=True)
-class EvalSet:
-    """A decoded evaluation set."""
-
-    name: str
-    images: np.ndarray
-    labels: np.ndarray
-
-
-def _resolve(path: str) -> pathlib.Path:
-    return pathlib.Path(path).expanduser().absolute()
-
-
-def validate_config(config) -> None:
-    """Checks the config's own consistency (the data is checked when read)."""
-    if config.model.backbone not in models.BACKBONES:
-        raise ValueError(
-            f"config.model.backbone={config.model.backbone!r} is not one of "
-            f"{sorted(models.BACKBONES)}"
-        )
-    if config.model.dtype not in ("float32", "bfloat16"):
-        raise ValueError(f"config.model.dtype={config.model.dtype!r}: use 'float32' or 'bfloat16'")
-    if len(config.class_names) != config.num_classes:
-        raise ValueError(
-            f"config.class_names has {len(config.class_names)} names but "
-            f"config.num_classes={config.num_classes}"
-        )
-    for field in ("batch_size", "num_neighbors", "input_size", "eval_batch_size"):
-        if config[field] <= 0:
-            raise ValueError(f"config.{field}={config[field]} must be positive")
-    if not config.data.train_csv:
-        raise ValueError("config.data.train_csv is empty: set it to the training CSV")
-    if config.batch_size % jax.process_count():
-        raise ValueError(
-            f"config.batch_size={config.batch_size} does not divide over "
-            f"{jax.process_count()} processes"
-        )
-
-
-def prepare_synthetic_data(config) -> None:
-    """Generates the built-in synthetic data set if `config.data.synthetic` asks for it."""
-    spec = config.data.get("synthetic")
-    if not spec:
-        return
-    data_dir = _resolve(spec.dir)
-    if (data_dir / "train.csv").exists():
-        return
-    if jax.process_index() == 0:
-        logging.info("Generating the synthetic data set in %s", data_dir)
-        synthetic.make_synthetic_fer(
-            data_dir,
-            seed=spec.seed,
-            num_train=spec.num_train,
-            num_val=spec.num_val,
-            num_test=spec.num_test,
-            image_size=spec.image_size,
-            num_neighbors=spec.num_neighbors,
-            class_balance=spec.get("class_balance", "default"),
-        )
-
-
-def _read_eval_tables(config) -> dict[str, input_pipeline.EvalTable]:
-    """`val` and `test` from config.data, then every named set of `config.eval_sets`."""
-    sources = {
-        name: (config.data.get(f"{name}_csv"), config.data.image_dir) for name in ("val", "test")
-    }
-    for name, source in config.get("eval_sets", {}).items():
-        sources[name] = (source.csv, source.image_dir)
-    return {
-        name: input_pipeline.read_eval_table(
-            _resolve(csv_path), _resolve(image_dir), num_classes=config.num_classes
-        )
-        for name, (csv_path, image_dir) in sources.items()
-        if csv_path
-    }
-
-
-def _decode_eval_sets(config, tables) -> dict[str, EvalSet]:
-    return {
-        name: EvalSet(
-            name, input_pipeline.load_images(table.paths, config.input_size), table.labels
-        )
-        for name, table in tables.items()
-    }
-
-
-def prefetch_to_device(
-    batches: Iterator[dict], place: Callable = jax.device_put, size: int = 2
-) -> Iterator[dict]:
-    """Keeps `size` batches, placed by `place`, in flight to the devices while the step runs."""
-    queue = collections.deque()
-    for batch in batches:
-        queue.append(place(batch))
-        if len(queue) == size:
-            yield queue.popleft()
-    while queue:
-        yield queue.popleft()
-
-
-def _evaluate_set(config, parallelism, eval_step, variables, eval_set: EvalSet) -> dict[str, Any]:
-    """Evaluates one set with {'params', 'batch_stats'} = `variables`; each process feeds its
-    share of every padded global batch."""
-    batches = input_pipeline.eval_batches(
-        eval_set.images, eval_set.labels, batch_size=config.eval_batch_size
-    )
-    placed = (parallelism.place_batch(parallel.local_slice(batch)) for batch in batches)
+def _evaluate_set(config, parallelism, eval_step, variables, eval_set) -> dict[str, Any]:
+    """Evaluates one `data.EvalSet` with {'params', 'batch_stats'} = `variables`; each process
+    feeds its slice of every padded global batch."""
+    placed = (parallelism.place_batch(b) for b in eval_set.batches(config.eval_batch_size))
     return evaluation.evaluate(eval_step, variables["params"], variables["batch_stats"], placed)
 
 
-def _variables(state: TrainState) -> dict:
+def _variables(state) -> dict:
     return {"params": state.params, "batch_stats": state.batch_stats}
 
 
@@ -182,40 +78,14 @@ class _MetricBuffer:
         return {f"train/{name}": float(np.mean([m[name] for m in fetched])) for name in fetched[0]}
 
 
-def read_train_table(config) -> input_pipeline.TrainTable:
-    """The validated training table of `config` (generating the synthetic set if asked)."""
-    validate_config(config)
-    prepare_synthetic_data(config)
-    return input_pipeline.read_train_table(
-        _resolve(config.data.train_csv),
-        _resolve(config.data.image_dir),
-        num_classes=config.num_classes,
-        num_neighbors=config.num_neighbors,
-        va_bandwidth=config.data.va_bandwidth,
-    )
-
-
 def train_and_evaluate(config, workdir) -> dict[str, Any]:
     """Trains (or resumes) in `workdir`; returns the final evaluation results."""
-    table = read_train_table(config)
-    workdir = _resolve(workdir)
-    eval_tables = _read_eval_tables(config)
-    steps_per_epoch = input_pipeline.steps_per_epoch(table.num_rows, config.batch_size)
-    if steps_per_epoch == 0:
-        raise ValueError(
-            f"config.batch_size={config.batch_size} exceeds the {table.num_rows} rows of "
-            f"{config.data.train_csv}"
-        )
-    class_weights = (
-        input_pipeline.class_balanced_weights(table.labels, config.num_classes)
-        if config.class_weights
-        else None
-    )
-    num_train_steps = (
-        config.num_train_steps
-        if config.num_train_steps > 0
-        else config.num_epochs * steps_per_epoch
-    )
+    train_data = data.open_train_data(config)
+    workdir = data.resolve(workdir)
+    steps_per_epoch = train_data.steps_per_epoch
+    num_train_steps = train_data.num_train_steps
+    class_weights = train_data.class_weights
+    table = train_data.table
 
     parallelism = parallel.create(config)
     model = models.create_model(config, bn_axis_name=parallelism.bn_axis_name)
@@ -237,13 +107,8 @@ def train_and_evaluate(config, workdir) -> dict[str, Any]:
     )
     parameter_overview.log_parameter_overview(state.params)
 
-    images = input_pipeline.load_images(
-        table.paths,
-        config.input_size,
-        cache_path=str(workdir / "cache" / "train_images.npy"),
-        max_in_memory_bytes=int(config.data.max_in_memory_gb * (1 << 30)),
-    )
-    eval_sets = _decode_eval_sets(config, eval_tables)
+    train_data.decode(workdir)
+    eval_sets = train_data.eval_sets
     train_step = parallelism.compile_train_step(
         model, tx, config, class_weights, train_labels=table.labels
     )
@@ -251,19 +116,7 @@ def train_and_evaluate(config, workdir) -> dict[str, Any]:
 
     start_step = int(state.step)
     state = parallelism.place_state(state)
-    batches = prefetch_to_device(
-        input_pipeline.train_batches(
-            table,
-            images,
-            batch_size=config.batch_size,
-            seed=config.seed,
-            pad_size=config.pad_size,
-            start_step=start_step,
-            process_index=jax.process_index(),
-            process_count=jax.process_count(),
-        ),
-        parallelism.place_batch,
-    )
+    batches = train_data.train_batches(start_step, parallelism.place_batch)
     report_progress = periodic_actions.ReportProgress(
         num_train_steps=num_train_steps, writer=writer
     )
@@ -344,31 +197,23 @@ def evaluate_checkpoint(config, workdir, checkpoint: str = "latest") -> dict[str
       workdir: the training run's workdir.
       checkpoint: 'latest', 'best' or a step number of the latest-checkpoint series.
     """
-    validate_config(config)
-    workdir = _resolve(workdir)
-    eval_tables = _read_eval_tables(config)
-    if not eval_tables:
+    config_checks.validate_config(config)
+    workdir = data.resolve(workdir)
+    eval_sets = data.read_eval_sets(config)
+    if not eval_sets:
         raise ValueError("no evaluation set: set config.data.test_csv or config.eval_sets")
-    checkpoints = checkpointing.Checkpoints(workdir)
-    which, step = checkpointing.parse_checkpoint(checkpoint)
-    step = checkpoints.existing_step(which, step)
-    num_train_rows = checkpoints.read_meta(which, step)["signature"]["num_train_rows"]
-    checkpoints.check_signature(checkpointing.model_signature(config, num_train_rows))
-
+    restored = inference.restore_variables(workdir, config, checkpoint)
+    which, step, variables = restored.which, restored.step, restored.variables
     parallelism = parallel.create(config)
-    model = models.create_model(config)
-    tx = create_optimizer(config, steps_per_epoch=1)
-    abstract = jax.eval_shape(lambda: create_train_state(config, model, tx, num_train_rows))
-    variables = checkpoints.restore_variables(abstract, which, step)
-    checkpoints.close()
-    eval_step = parallelism.compile_eval_step(model, config.num_classes)
+    eval_step = parallelism.compile_eval_step(restored.model, config.num_classes)
     out = workdir / "eval" / f"{which}-{step}"
     out.mkdir(parents=True, exist_ok=True)
     writer = metric_writers.create_default_writer(
         out, just_logging=jax.process_index() > 0, asynchronous=False
     )
     results = {}
-    for name, eval_set in _decode_eval_sets(config, eval_tables).items():
+    for name, eval_set in eval_sets.items():
+        eval_set.decode(config.input_size)
         results[name] = _evaluate_set(config, parallelism, eval_step, variables, eval_set)
         results[name].update(step=step, checkpoint=which)
         _write_eval_scalars(writer, step, name, results[name])

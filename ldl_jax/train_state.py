@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ldl_jax import models, pretrained
+from ldl_jax import backbones, models, pretrained
 
 
 @flax.struct.dataclass
@@ -60,26 +60,13 @@ def create_train_state(
     """
     rng = jax.random.PRNGKey(config.seed)
     init_rng, dropout_rng, step_rng = jax.random.split(rng, 3)
-    dummy = jnp.zeros((1, config.input_size, config.input_size, 3), jnp.float32)
+    rngs = {"params": init_rng, "dropout": dropout_rng}
     variables = jax.jit(
-        lambda: model.init(
-            {"params": init_rng, "dropout": dropout_rng},
-            dummy,
-            config.num_neighbors,
-            method=models.LDLVA.initialize,
-        )
+        lambda: models.init_variables(model, rngs, config.input_size, config.num_neighbors)
     )()
-    pretrained_path = config.model.get("pretrained", "")
-    # Under jax.eval_shape (an abstract state to restore into) there is nothing to load: the
-    # pretrained backbone has exactly the initialised shapes.
-    if pretrained_path and not any(
-        isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(variables)
-    ):
-        variables = pretrained.load_pretrained_backbone(
-            pretrained_path, variables, config.model.backbone
-        )
+    variables = pretrained.load_configured_backbone(config, variables)
     params = variables["params"]
-    feature_dim = models.BACKBONE_FEATURE_DIMS[config.model.backbone]
+    feature_dim = backbones.BACKBONE_FEATURE_DIMS[config.model.backbone]
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,

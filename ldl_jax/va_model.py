@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ldl_jax import models, pretrained, steps
+from ldl_jax import backbones, models, pretrained
 
 TASK = "va"
 DIMENSIONS = ("valence", "arousal")
@@ -45,15 +45,14 @@ class VARegressor(nn.Module):
         features, outputs = self.classifier(x, train=train)
         return features, jnp.tanh(outputs)
 
+    def predict(self, images):
+        """Eval-mode valence/arousal (n, 2) of uint8 images; normalisation inside."""
+        return self(models.normalize_images(images, self.dtype), train=False)[1]
+
 
 def create_va_model(config, bn_axis_name: str | None = None) -> VARegressor:
     """The regressor of `config.model` (backbone, dtype)."""
-    if config.model.backbone not in models.BACKBONES:
-        raise ValueError(
-            f"config.model.backbone={config.model.backbone!r} is not one of "
-            f"{sorted(models.BACKBONES)}"
-        )
-    backbone, _ = models.BACKBONES[config.model.backbone]
+    backbone, _ = backbones.BACKBONES[config.model.backbone]
     return VARegressor(
         backbone=backbone, dtype=jnp.dtype(config.model.dtype), bn_axis_name=bn_axis_name
     )
@@ -82,18 +81,9 @@ def create_va_state(config, model: VARegressor, tx: optax.GradientTransformation
     """Initialises the regressor (from `config.model.pretrained`'s backbone if set) and Adam."""
     rng = jax.random.PRNGKey(config.seed)
     init_rng, dropout_rng, step_rng = jax.random.split(rng, 3)
-    dummy = jnp.zeros((1, config.input_size, config.input_size, 3), jnp.float32)
-    variables = jax.jit(
-        lambda: model.init({"params": init_rng, "dropout": dropout_rng}, dummy, train=False)
-    )()
-    pretrained_path = config.model.get("pretrained", "")
-    # Under jax.eval_shape (an abstract state to restore into) there is nothing to load.
-    if pretrained_path and not any(
-        isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(variables)
-    ):
-        variables = pretrained.load_pretrained_backbone(
-            pretrained_path, variables, config.model.backbone
-        )
+    rngs = {"params": init_rng, "dropout": dropout_rng}
+    variables = jax.jit(lambda: models.init_variables(model, rngs, config.input_size))()
+    variables = pretrained.load_configured_backbone(config, variables)
     return VAState(
         step=jnp.zeros((), jnp.int32),
         params=variables["params"],
@@ -176,7 +166,7 @@ def make_va_train_step(model: VARegressor, tx: optax.GradientTransformation, los
         raise ValueError(f"config.va_loss={loss_kind!r} is not one of {LOSSES}")
 
     def train_step(state: VAState, batch):
-        images = steps.normalize_images(batch["image"], model.dtype)
+        images = models.normalize_images(batch["image"], model.dtype)
         targets = batch["va"]
         rng = jax.random.fold_in(state.rng, state.step)
 
@@ -208,7 +198,6 @@ def make_va_predict(model: VARegressor):
     """Returns `predict(variables, images) -> va (n, 2)` for uint8 images (eval-mode BN)."""
 
     def predict(variables, images):
-        _, va = model.apply(variables, steps.normalize_images(images, model.dtype), train=False)
-        return va
+        return model.apply(variables, images, method=VARegressor.predict)
 
     return predict

@@ -40,7 +40,7 @@ def main():
             num_processes=args.num_processes,
             process_id=args.process_id,
         )
-    from ldl_jax import models, parallel, steps, train, train_state
+    from ldl_jax import models, parallel, testing, train, train_state
     from tests.conftest import make_data_config, make_tiny_config
 
     if args.workdir:
@@ -62,7 +62,7 @@ def main():
     train_step = parallelism.compile_train_step(model, tx, config, train_labels=train_labels)
     history = []
     for seed in range(args.steps):
-        batch = parallel.local_slice(steps.random_train_batch(config, num_rows, seed=seed))
+        batch = testing.local_slice(testing.random_train_batch(config, num_rows, seed=seed))
         state, metrics = train_step(state, parallelism.place_batch(batch))
         history.append(metrics)
     host = parallelism.host_state(parallelism.sync_batch_stats(state))

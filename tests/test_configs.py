@@ -4,7 +4,7 @@ import importlib
 
 import pytest
 
-from ldl_jax import train
+from ldl_jax import config_checks
 
 # docs/METHOD.md §4: (backbone, input_size, pad_size, lr, lr_decay, lr_steps, lamb_init, lamb_beta,
 #           class_weights, val_interval)
@@ -19,7 +19,7 @@ REFERENCE = {
 def test_config_is_consistent(name):
     config = importlib.import_module(f"configs.{name}").get_config()
     if name != "default":  # the base config names no data
-        train.validate_config(config)
+        config_checks.validate_config(config)
 
 
 @pytest.mark.parametrize("name", REFERENCE)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ldl_jax import evaluation, export, inference, input_pipeline, predict, steps, synthetic, train
+from ldl_jax import evaluation, export, inference, predict, steps, synthetic, train
+from ldl_jax.data import batches as batch_lib
 from tests.conftest import make_data_config
 
 
@@ -33,7 +34,7 @@ def test_eval_metrics_of_fixed_logits_are_exact():
     images = np.zeros((7, 2, 2, 3), np.uint8)
     images[:, 0, 0, 0] = np.arange(7)
     eval_step = steps.make_eval_step(FixedLogitsModel(logits), num_classes=4)
-    batches = input_pipeline.eval_batches(images, labels, batch_size=3)  # 3 + 3 + 1 padded
+    batches = batch_lib.eval_batches(images, labels, batch_size=3)  # 3 + 3 + 1 padded
     metrics = evaluation.evaluate(eval_step, None, None, batches)
 
     assert metrics["num_examples"] == 7

@@ -491,7 +491,7 @@ def test_occlusion_names_the_line_of_a_missing_image(tmp_path, capsys):
 
 
 def test_the_trainer_accepts_the_written_csvs(tmp_path, capsys):
-    from ldl_jax import input_pipeline
+    from ldl_jax.data import tables
 
     raf = make_raf(tmp_path / "basic")
     va = pd.DataFrame(
@@ -506,14 +506,12 @@ def test_the_trainer_accepts_the_written_csvs(tmp_path, capsys):
     args = ["--root", raf, "--out", out, "--va_csv", tmp_path / "va.csv", "--num_neighbors", "4"]
     assert run_main(prepare_rafdb.main, args, capsys)[0] == 0
     image_dir = raf / "Image" / "aligned"
-    table = input_pipeline.read_train_table(
-        out / "train.csv", image_dir, num_classes=7, num_neighbors=4
-    )
+    table = tables.read_train_table(out / "train.csv", image_dir, num_classes=7, num_neighbors=4)
     assert table.num_rows == 14
-    input_pipeline.read_eval_table(out / "test.csv", image_dir, num_classes=7)
+    tables.read_eval_table(out / "test.csv", image_dir, num_classes=7)
     occlusion_args = ["--csv", out / "test.csv", "--image_dir", image_dir, "--out", tmp_path / "m"]
     assert run_main(make_occluded.main, [*occlusion_args, "--kind", "mask"], capsys)[0] == 0
-    occluded = input_pipeline.read_eval_table(
+    occluded = tables.read_eval_table(
         tmp_path / "m" / "test.csv", tmp_path / "m" / "images", num_classes=7
     )
     assert len(occluded.labels) == 7

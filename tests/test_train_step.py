@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ldl_jax import ldl, models, steps, train_state
+from ldl_jax import ldl, models, steps, testing, train_state
 from tests.conftest import make_tiny_config
 
 NUM_ROWS = 20
@@ -62,11 +62,11 @@ def test_learning_rate_schedule_steps_at_epoch_boundaries():
 def test_theta_rows_outside_batch_are_untouched(momentum_setup):
     config, model, tx, train_step = momentum_setup
     state = train_state.create_train_state(config, model, tx, NUM_ROWS)
-    first = steps.random_train_batch(config, NUM_ROWS, seed=1)
+    first = testing.random_train_batch(config, NUM_ROWS, seed=1)
     state, _ = train_step(state, first)
     theta_before = np.asarray(state.theta)
     momentum_before = np.asarray(state.theta_momentum)
-    second = steps.random_train_batch(config, NUM_ROWS, seed=2)
+    second = testing.random_train_batch(config, NUM_ROWS, seed=2)
     state, _ = train_step(state, second)
     theta_after, momentum_after = np.asarray(state.theta), np.asarray(state.theta_momentum)
 
@@ -92,7 +92,7 @@ def test_fixed_class_mean_shifts_whole_classes_after_the_sgd_step(compiled):
     tx = train_state.create_optimizer(config, steps_per_epoch=5)
     fixed_step = steps.compile_train_step(model, tx, config, train_labels=TRAIN_LABELS)
     reference_step = steps.compile_train_step(model, tx, reference_config)
-    batch = steps.random_train_batch(config, NUM_ROWS, seed=4)
+    batch = testing.random_train_batch(config, NUM_ROWS, seed=4)
     batch["label"] = TRAIN_LABELS[batch["index"]].astype(np.int32)
     start = train_state.create_train_state(config, model, tx, NUM_ROWS)
     sgd = np.asarray(reference_step(_fresh(start), batch)[0].theta)
@@ -117,10 +117,10 @@ def test_theta_step_is_sgd_on_the_closed_form_gradient(compiled):
     """With lamb_beta = 0, theta moves by -lamb_lr * dL/dtheta (docs/METHOD.md §3's closed form)."""
     tiny_config, model, _, train_step, state = compiled
     state = _fresh(state)
-    batch = steps.random_train_batch(tiny_config, NUM_ROWS, seed=3)
+    batch = testing.random_train_batch(tiny_config, NUM_ROWS, seed=3)
     variables = {"params": state.params, "batch_stats": state.batch_stats}
     b, k = batch["neighbor_index"].shape
-    neighbor_images = steps.normalize_images(batch["neighbor_image"], jnp.float32)
+    neighbor_images = models.normalize_images(batch["neighbor_image"], jnp.float32)
     (nb_features, nb_logits), updated = model.apply(
         variables,
         neighbor_images.reshape((b * k,) + neighbor_images.shape[2:]),
@@ -130,7 +130,7 @@ def test_theta_step_is_sgd_on_the_closed_form_gradient(compiled):
     variables["batch_stats"] = updated["batch_stats"]
     (features, logits), updated = model.apply(
         variables,
-        steps.normalize_images(batch["image"], jnp.float32),
+        models.normalize_images(batch["image"], jnp.float32),
         train=True,
         mutable=["batch_stats"],
     )
@@ -164,10 +164,10 @@ def test_theta_step_is_sgd_on_the_closed_form_gradient(compiled):
 def test_batch_norm_statistics_update_neighbours_first(compiled):
     tiny_config, model, _, train_step, state = compiled
     state = _fresh(state)
-    batch = steps.random_train_batch(tiny_config, NUM_ROWS, seed=4)
+    batch = testing.random_train_batch(tiny_config, NUM_ROWS, seed=4)
     b, k = batch["neighbor_index"].shape
-    images = steps.normalize_images(batch["image"], jnp.float32)
-    neighbor_images = steps.normalize_images(batch["neighbor_image"], jnp.float32)
+    images = models.normalize_images(batch["image"], jnp.float32)
+    neighbor_images = models.normalize_images(batch["neighbor_image"], jnp.float32)
     neighbor_images = neighbor_images.reshape((b * k,) + images.shape[1:])
 
     def bn_pass(batch_stats, x):
@@ -210,7 +210,9 @@ def test_train_step_traces_once(tiny_config):
     compiled = jax.jit(counted, donate_argnums=0)
     losses = []
     for seed in range(4):
-        state, metrics = compiled(state, steps.random_train_batch(tiny_config, NUM_ROWS, seed=seed))
+        state, metrics = compiled(
+            state, testing.random_train_batch(tiny_config, NUM_ROWS, seed=seed)
+        )
         losses.append(float(metrics["loss"]))
     assert len(traces) == 1
     assert int(state.step) == 4
@@ -219,7 +221,7 @@ def test_train_step_traces_once(tiny_config):
 
 def test_metrics_and_centers_after_a_step(compiled):
     tiny_config, _, _, train_step, state = compiled
-    batch = steps.random_train_batch(tiny_config, NUM_ROWS, seed=5)
+    batch = testing.random_train_batch(tiny_config, NUM_ROWS, seed=5)
     new_state, metrics = train_step(_fresh(state), batch)
     assert set(metrics) == set(steps.TRAIN_METRICS)
     np.testing.assert_allclose(
@@ -240,7 +242,7 @@ def test_bfloat16_step_agrees_with_float32():
         train_step = steps.compile_train_step(model, tx, config, train_labels=TRAIN_LABELS)
         for seed in range(2):
             state, metrics = train_step(
-                state, steps.random_train_batch(config, NUM_ROWS, seed=seed)
+                state, testing.random_train_batch(config, NUM_ROWS, seed=seed)
             )
         results[dtype] = (jax.device_get(metrics), np.asarray(state.theta))
         assert jax.tree.leaves(state.params)[0].dtype == jnp.float32

@@ -15,13 +15,14 @@ import pytest
 from ldl_jax import (
     annotate_va,
     checkpointing,
-    input_pipeline,
+    config_checks,
     train,
-    va_data,
     va_knn,
     va_model,
     va_train,
 )
+from ldl_jax.data import images as image_lib
+from ldl_jax.data import streams, tables
 from ldl_jax.train_state import create_optimizer
 from tests.conftest import NUM_TEST, NUM_TRAIN, NUM_VAL, make_data_config, make_tiny_config
 
@@ -117,16 +118,16 @@ def test_model_module_runs_without_tensorflow():
 
 def _tables_and_images(synthetic_dir):
     csv, image_dir = synthetic_dir / "train.csv", synthetic_dir / "images"
-    ldl_table = input_pipeline.read_train_table(csv, image_dir, num_classes=7, num_neighbors=3)
-    table = va_data.read_va_table(csv, image_dir)
-    return ldl_table, table, input_pipeline.load_images(table.paths, 16)
+    ldl_table = tables.read_train_table(csv, image_dir, num_classes=7, num_neighbors=3)
+    table = tables.read_va_table(csv, image_dir)
+    return ldl_table, table, image_lib.load_images(table.paths, 16)
 
 
 def test_va_batches_are_the_ldl_central_images_and_their_va(synthetic_dir):
     ldl_table, table, images = _tables_and_images(synthetic_dir)
     kwargs = dict(batch_size=4, seed=3, pad_size=2, start_step=11)
-    ldl_batch = next(input_pipeline.train_batches(ldl_table, images, **kwargs))
-    batch = next(va_data.va_train_batches(table, images, **kwargs))
+    ldl_batch = next(streams.train_batches(ldl_table, images, **kwargs))
+    batch = next(streams.va_train_batches(table, images, **kwargs))
     np.testing.assert_array_equal(batch["image"], ldl_batch["image"])
     np.testing.assert_array_equal(batch["va"], ldl_table.va[ldl_batch["index"]])
     assert not np.array_equal(batch["image"], images[ldl_batch["index"]])  # augmented
@@ -135,9 +136,9 @@ def test_va_batches_are_the_ldl_central_images_and_their_va(synthetic_dir):
 def test_process_slices_of_va_batches_make_the_global_batch(synthetic_dir):
     _, table, images = _tables_and_images(synthetic_dir)
     kwargs = dict(batch_size=4, seed=0, pad_size=2, start_step=5)
-    whole = next(va_data.va_train_batches(table, images, **kwargs))
+    whole = next(streams.va_train_batches(table, images, **kwargs))
     parts = [
-        next(va_data.va_train_batches(table, images, process_index=i, process_count=2, **kwargs))
+        next(streams.va_train_batches(table, images, process_index=i, process_count=2, **kwargs))
         for i in range(2)
     ]
     for key in ("image", "va"):
@@ -231,7 +232,7 @@ def test_va_outside_the_tanh_range_is_named(synthetic_dir, tmp_path):
     frame.to_csv(bad, index=False)
     config = make_va_config(synthetic_dir)
     config.data.train_csv = str(bad)
-    with pytest.raises(input_pipeline.DataError, match=r"line 7 \(row index 5\).*'arousal'.*-2"):
+    with pytest.raises(tables.DataError, match=r"line 7 \(row index 5\).*'arousal'.*-2"):
         va_train.train_and_evaluate(config, tmp_path / "run")
     assert not (tmp_path / "run").exists()
 
@@ -249,7 +250,7 @@ def test_bad_va_config_is_named(synthetic_dir, tmp_path, field, value, message):
 @pytest.mark.parametrize("name", ["synthetic_va", "resnet18_affectnet_va"])
 def test_va_configs_are_consistent(name):
     config = importlib.import_module(f"configs.{name}").get_config()
-    va_train.validate_va_config(config)
+    config_checks.validate_config(config)
     assert config.task == "va"
 
 
@@ -274,7 +275,7 @@ def test_annotated_csv_holds_the_regressor_predictions_and_their_knn(
 
     # Row by row the regressor's predictions (one compiled function, padded batches) ...
     config, model, variables, _ = va_train.restore_regressor(va_workdir)
-    images = input_pipeline.load_images(
+    images = image_lib.load_images(
         [str(synthetic_dir / "images" / p) for p in original["subDirectory_filePath"]],
         config.input_size,
     )
@@ -307,7 +308,7 @@ def test_annotate_names_missing_images_and_bad_arguments(synthetic_dir, va_workd
     frame.to_csv(csv, index=False)
     out = tmp_path / "out.csv"
     images = synthetic_dir / "images"
-    with pytest.raises(input_pipeline.DataError, match=r"line 5 \(row index 3\) 'train/absent"):
+    with pytest.raises(tables.DataError, match=r"line 5 \(row index 3\) 'train/absent"):
         annotate_va.annotate(va_workdir, csv, images, out)
     with pytest.raises(ValueError, match=f"num_neighbors={NUM_TRAIN}"):
         annotate_va.annotate(
@@ -318,6 +319,6 @@ def test_annotate_names_missing_images_and_bad_arguments(synthetic_dir, va_workd
     with pytest.raises(FileNotFoundError, match="config.json"):
         annotate_va.annotate(tmp_path / "nowhere", synthetic_dir / "train.csv", images, out)
     frame.drop(columns=["subDirectory_filePath"]).to_csv(csv, index=False)
-    with pytest.raises(input_pipeline.DataError, match="subDirectory_filePath"):
+    with pytest.raises(tables.DataError, match="subDirectory_filePath"):
         annotate_va.annotate(va_workdir, csv, images, out)
     assert not out.exists()

@@ -32,7 +32,7 @@ from ml_collections import config_flags
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run from a checkout
 
-from ldl_jax import models, steps  # noqa: E402
+from ldl_jax import models, steps, testing  # noqa: E402
 from ldl_jax.train_state import create_optimizer, create_train_state  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -51,8 +51,8 @@ def make_floor_step(model, tx):
     """Forward+backward+Adam on B images plus a train-mode forward on B*K, nothing else."""
 
     def floor_step(state, batch):
-        images = steps.normalize_images(batch["image"], model.dtype)
-        neighbors = steps.normalize_images(batch["neighbor_image"], model.dtype)
+        images = models.normalize_images(batch["image"], model.dtype)
+        neighbors = models.normalize_images(batch["neighbor_image"], model.dtype)
         neighbors = neighbors.reshape((-1,) + images.shape[1:])
         variables = {"params": state.params, "batch_stats": state.batch_stats}
         rngs = {"dropout": jax.random.fold_in(state.rng, state.step)}
@@ -77,7 +77,7 @@ def make_plain_step(model, tx):
     """A cross-entropy step on the B central images only."""
 
     def plain_step(state, batch):
-        images = steps.normalize_images(batch["image"], model.dtype)
+        images = models.normalize_images(batch["image"], model.dtype)
         rngs = {"dropout": jax.random.fold_in(state.rng, state.step)}
         return _cross_entropy_update(model, tx, state, batch, images, state.batch_stats, rngs)
 
@@ -108,27 +108,20 @@ def _cross_entropy_update(model, tx, state, batch, images, batch_stats, rngs, ex
 
 
 class PipelineData:
-    """The config's training data through the tf.data pipeline (imports TensorFlow)."""
+    """The config's training data through `ldl_jax.data` (imports TensorFlow)."""
 
     def __init__(self, config):
-        from ldl_jax import input_pipeline, train
+        from ldl_jax import data
 
         self.config = config
-        self.input_pipeline, self.train = input_pipeline, train
-        self.table = train.read_train_table(config)
-        self.images = input_pipeline.load_images(self.table.paths, config.input_size)
+        self.data = data.open_train_data(config).decode(eval_sets=False)
+        self.table = self.data.table
 
     def batches(self):
-        return self.input_pipeline.train_batches(
-            self.table,
-            self.images,
-            batch_size=self.config.batch_size,
-            seed=self.config.seed,
-            pad_size=self.config.pad_size,
-        )
+        return self.data.train_batches()
 
     def device_batches(self):
-        return self.train.prefetch_to_device(self.batches())
+        return self.data.train_batches(place=jax.device_put)
 
     def measure(self, num_steps: int) -> dict:
         """Images/s of the pipeline alone (host batches, 1 + K images per example)."""
@@ -194,7 +187,7 @@ def benchmark(config) -> dict:
         num_rows = FLAGS.num_rows
         train_labels = np.arange(num_rows) % config.num_classes
     state = create_train_state(config, model, tx, num_rows)
-    batch = jax.device_put(steps.random_train_batch(config, num_rows))
+    batch = jax.device_put(testing.random_train_batch(config, num_rows))
 
     results = {
         "backend": jax.default_backend(),

@@ -1,6 +1,9 @@
-"""Tests of ldl_jax.input_pipeline on tiny generated datasets (16x16 PNGs, a dozen rows)."""
+"""ldl_jax.data (tables, images, augment, batches, streams) on tiny generated data sets."""
 
 import itertools
+import pathlib
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -8,7 +11,10 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from ldl_jax import input_pipeline as ip
+from ldl_jax.data import augment as augment_lib
+from ldl_jax.data import batches as batch_lib
+from ldl_jax.data import images as image_lib
+from ldl_jax.data import streams, tables
 
 NUM_ROWS = 12
 SIZE = 16
@@ -63,7 +69,7 @@ def dataset(tmp_path):
 
 
 def _read_train(csv_path, image_dir):
-    return ip.read_train_table(
+    return tables.read_train_table(
         csv_path, image_dir, num_classes=NUM_CLASSES, num_neighbors=NUM_NEIGHBORS
     )
 
@@ -74,7 +80,7 @@ def _train_table(num_rows=NUM_ROWS):
     va = np.stack([np.array(columns[key], float) for key in ("valence", "arousal")], 1)
     knn = np.array([row.split(";") for row in columns["knn"]], np.int32)[:, :NUM_NEIGHBORS]
     distance = np.abs(va[:, None] - va[knn]).sum(-1)
-    return ip.TrainTable(
+    return tables.TrainTable(
         paths=np.array(columns["subDirectory_filePath"]),
         labels=np.array(columns["expression"], np.int32),
         va=va.astype(np.float32),
@@ -85,7 +91,7 @@ def _train_table(num_rows=NUM_ROWS):
 
 def _train(table, images, **kwargs):
     kwargs = {"batch_size": 4, "seed": 3, "pad_size": PAD, **kwargs}
-    return ip.train_batches(table, images, **kwargs)
+    return streams.train_batches(table, images, **kwargs)
 
 
 def _take(iterator, count):
@@ -163,8 +169,8 @@ def test_read_train_table_parses_a_valid_csv(dataset):
 
 def test_read_eval_table_parses_a_valid_csv(dataset):
     write_csv, image_dir, _ = dataset
-    columns = {key: _columns()[key] for key in ip.EVAL_COLUMNS}
-    table = ip.read_eval_table(write_csv(columns), image_dir, num_classes=NUM_CLASSES)
+    columns = {key: _columns()[key] for key in tables.EVAL_COLUMNS}
+    table = tables.read_eval_table(write_csv(columns), image_dir, num_classes=NUM_CLASSES)
     assert len(table.paths) == NUM_ROWS
     np.testing.assert_array_equal(table.labels, np.arange(NUM_ROWS) % NUM_CLASSES)
 
@@ -191,7 +197,7 @@ BAD_CELLS = {
 def test_bad_cell_names_file_row_and_column(dataset, column, row, value, problem):
     write_csv, image_dir, _ = dataset
     csv_path = write_csv(**{column: (row, value)})
-    with pytest.raises(ip.DataError) as error:
+    with pytest.raises(tables.DataError) as error:
         _read_train(csv_path, image_dir)
     message = str(error.value)
     assert str(csv_path) in message
@@ -204,36 +210,36 @@ def test_fewer_neighbours_than_num_neighbors(dataset):
     write_csv, image_dir, _ = dataset
     columns = _columns()
     columns["knn"] = [row.split(";")[0] for row in columns["knn"]]
-    with pytest.raises(ip.DataError, match=r"line 2 \(row index 0\), column 'knn'.*fewer"):
+    with pytest.raises(tables.DataError, match=r"line 2 \(row index 0\), column 'knn'.*fewer"):
         _read_train(write_csv(columns), image_dir)
 
 
 def test_missing_csv(tmp_path):
-    with pytest.raises(ip.DataError, match=r"nowhere\.csv: file not found"):
-        ip.read_eval_table(tmp_path / "nowhere.csv", tmp_path, num_classes=NUM_CLASSES)
+    with pytest.raises(tables.DataError, match=r"nowhere\.csv: file not found"):
+        tables.read_eval_table(tmp_path / "nowhere.csv", tmp_path, num_classes=NUM_CLASSES)
 
 
 @pytest.mark.parametrize("missing", ["knn", "valence", "subDirectory_filePath"])
 def test_missing_train_column(dataset, missing):
     write_csv, image_dir, _ = dataset
     columns = {key: value for key, value in _columns().items() if key != missing}
-    with pytest.raises(ip.DataError, match=rf"train\.csv, line 1 \(header\).*'{missing}'"):
+    with pytest.raises(tables.DataError, match=rf"train\.csv, line 1 \(header\).*'{missing}'"):
         _read_train(write_csv(columns), image_dir)
 
 
 def test_missing_eval_column(dataset):
     write_csv, image_dir, _ = dataset
     columns = {"subDirectory_filePath": _columns()["subDirectory_filePath"]}
-    with pytest.raises(ip.DataError, match=r"test\.csv, line 1 \(header\).*'expression'"):
-        ip.read_eval_table(write_csv(columns, "test.csv"), image_dir, num_classes=NUM_CLASSES)
+    with pytest.raises(tables.DataError, match=r"test\.csv, line 1 \(header\).*'expression'"):
+        tables.read_eval_table(write_csv(columns, "test.csv"), image_dir, num_classes=NUM_CLASSES)
 
 
 def test_empty_csv(tmp_path):
     (tmp_path / "empty.csv").write_text("")
-    (tmp_path / "header.csv").write_text(",".join(ip.TRAIN_COLUMNS) + "\n")
-    with pytest.raises(ip.DataError, match=r"empty\.csv: the file is empty"):
+    (tmp_path / "header.csv").write_text(",".join(tables.TRAIN_COLUMNS) + "\n")
+    with pytest.raises(tables.DataError, match=r"empty\.csv: the file is empty"):
         _read_train(tmp_path / "empty.csv", tmp_path)
-    with pytest.raises(ip.DataError, match=r"header\.csv: no data rows"):
+    with pytest.raises(tables.DataError, match=r"header\.csv: no data rows"):
         _read_train(tmp_path / "header.csv", tmp_path)
 
 
@@ -241,7 +247,7 @@ def test_missing_images_are_counted_and_named(dataset):
     write_csv, image_dir, _ = dataset
     for row in (2, 9):
         (image_dir / f"faces/{row:03d}.png").unlink()
-    with pytest.raises(ip.DataError) as error:
+    with pytest.raises(tables.DataError) as error:
         _read_train(write_csv(), image_dir)
     message = str(error.value)
     assert "train.csv, column 'subDirectory_filePath': 2 of 12 image files are missing" in message
@@ -255,7 +261,7 @@ def test_missing_images_are_counted_and_named(dataset):
 def _count_decodes(monkeypatch):
     """Records every path `load_images` decodes, one entry per decode."""
     decoded = []
-    original = ip._decode_resize
+    original = image_lib._decode_resize
 
     def record(path):
         decoded.append(path.decode())
@@ -266,7 +272,7 @@ def _count_decodes(monkeypatch):
         with tf.control_dependencies([recorded]):
             return tf.identity(original(path, image_size))
 
-    monkeypatch.setattr(ip, "_decode_resize", counting)
+    monkeypatch.setattr(image_lib, "_decode_resize", counting)
     return decoded
 
 
@@ -274,7 +280,7 @@ def test_load_images_decodes_each_image_once(dataset, monkeypatch):
     write_csv, image_dir, images = dataset
     table = _read_train(write_csv(), image_dir)
     decoded = _count_decodes(monkeypatch)
-    loaded = ip.load_images(table.paths, SIZE)
+    loaded = image_lib.load_images(table.paths, SIZE)
     assert sorted(decoded) == sorted(table.paths)
     assert loaded.dtype == np.uint8
     np.testing.assert_array_equal(loaded, images)  # PNG is lossless; 16 -> 16 is exact
@@ -282,7 +288,7 @@ def test_load_images_decodes_each_image_once(dataset, monkeypatch):
 
 def test_load_images_resizes_and_expands_grayscale(tmp_path):
     Image.new("L", (20, 12), color=77).save(tmp_path / "gray.png")
-    loaded = ip.load_images([tmp_path / "gray.png"], 8)
+    loaded = image_lib.load_images([tmp_path / "gray.png"], 8)
     assert loaded.shape == (1, 8, 8, 3)
     assert (loaded == 77).all()
 
@@ -291,18 +297,18 @@ def test_memmap_cache_matches_memory_and_is_reused(dataset, monkeypatch, tmp_pat
     write_csv, image_dir, images = dataset
     table = _read_train(write_csv(), image_dir)
     cache = tmp_path / "cache" / "train.npy"  # the directory is created
-    in_memory = ip.load_images(table.paths, SIZE)
-    cached = ip.load_images(table.paths, SIZE, cache_path=cache, max_in_memory_bytes=0)
+    in_memory = image_lib.load_images(table.paths, SIZE)
+    cached = image_lib.load_images(table.paths, SIZE, cache_path=cache, max_in_memory_bytes=0)
     assert isinstance(cached, np.memmap)
     np.testing.assert_array_equal(cached, in_memory)
     assert sorted(path.name for path in cache.parent.iterdir()) == ["train.npy", "train.npy.json"]
 
     decoded = _count_decodes(monkeypatch)
-    again = ip.load_images(table.paths, SIZE, cache_path=cache, max_in_memory_bytes=0)
+    again = image_lib.load_images(table.paths, SIZE, cache_path=cache, max_in_memory_bytes=0)
     assert decoded == []
     np.testing.assert_array_equal(again, images)
 
-    fewer = ip.load_images(table.paths[:5], SIZE, cache_path=cache, max_in_memory_bytes=0)
+    fewer = image_lib.load_images(table.paths[:5], SIZE, cache_path=cache, max_in_memory_bytes=0)
     assert len(decoded) == 5
     np.testing.assert_array_equal(fewer, images[:5])
 
@@ -311,8 +317,8 @@ def test_corrupt_image_names_file_and_row(dataset):
     write_csv, image_dir, _ = dataset
     table = _read_train(write_csv(), image_dir)
     (image_dir / "faces/007.png").write_bytes(b"this is not an image")
-    with pytest.raises(ip.DataError, match=r"007\.png \(row index 7\): cannot read or decode"):
-        ip.load_images(table.paths, SIZE)
+    with pytest.raises(tables.DataError, match=r"007\.png \(row index 7\): cannot read or decode"):
+        image_lib.load_images(table.paths, SIZE)
 
 
 # ----------------------------------------------------------------------------- augment
@@ -320,7 +326,9 @@ def test_corrupt_image_names_file_and_row(dataset):
 
 def _augment(images, seed, *, pad_size=PAD, random_erasing=True):
     seed = tf.constant(seed, tf.int64)
-    return ip.augment(images, seed, pad_size=pad_size, random_erasing=random_erasing).numpy()
+    return augment_lib.augment(
+        images, seed, pad_size=pad_size, random_erasing=random_erasing
+    ).numpy()
 
 
 @pytest.mark.parametrize("random_erasing", [True, False])
@@ -329,7 +337,7 @@ def test_augment_is_the_same_eagerly_and_inside_tf_data(random_erasing):
     seed = tf.constant([5, 6], tf.int64)
     eager = _augment(images, [5, 6], random_erasing=random_erasing)
     dataset = tf.data.Dataset.from_tensors(images).map(
-        lambda batch: ip.augment(batch, seed, pad_size=PAD, random_erasing=random_erasing)
+        lambda batch: augment_lib.augment(batch, seed, pad_size=PAD, random_erasing=random_erasing)
     )
     np.testing.assert_array_equal(next(dataset.as_numpy_iterator()), eager)
     assert eager.dtype == np.uint8 and eager.shape == images.shape
@@ -450,7 +458,7 @@ def test_train_batches_rejects_indivisible_process_count():
 
 def test_eval_batches_count_every_image_once():
     images, labels = _images(10), np.arange(10) % NUM_CLASSES
-    batches = list(ip.eval_batches(images, labels, batch_size=4))
+    batches = list(batch_lib.eval_batches(images, labels, batch_size=4))
     assert [b["mask"].tolist() for b in batches][-1] == [True, True, False, False]
     assert [int(b["mask"].sum()) for b in batches] == [4, 4, 2]
     for batch in batches:
@@ -463,13 +471,19 @@ def test_eval_batches_count_every_image_once():
 
 
 def test_class_balanced_weights():
-    weights = ip.class_balanced_weights(np.array([0, 0, 0, 1, 2, 2]), 3)
+    weights = batch_lib.class_balanced_weights(np.array([0, 0, 0, 1, 2, 2]), 3)
     np.testing.assert_allclose(weights, [6 / (3 * 3), 6 / (3 * 1), 6 / (3 * 2)], rtol=1e-6)
     assert weights.dtype == np.float32
     with pytest.raises(ValueError, match=r"class\(es\) \[1\] have no training sample"):
-        ip.class_balanced_weights(np.array([0, 2, 2]), 3)
+        batch_lib.class_balanced_weights(np.array([0, 2, 2]), 3)
 
 
 def test_steps_per_epoch_drops_the_partial_batch():
-    assert ip.steps_per_epoch(12, 4) == 3
-    assert ip.steps_per_epoch(11, 4) == 2
+    assert batch_lib.steps_per_epoch(12, 4) == 3
+    assert batch_lib.steps_per_epoch(11, 4) == 2
+
+
+def test_tables_batches_and_the_model_boundary_import_without_tensorflow():
+    modules = "ldl_jax.data.tables, ldl_jax.data.batches, ldl_jax.inference, ldl_jax.inspect"
+    code = f"import sys, {modules}; sys.exit('tensorflow' in sys.modules)"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=pathlib.Path(__file__).parents[1])

@@ -1,0 +1,78 @@
+"""One place that checks a config's own values, before anything is read or written.
+
+`validate_config(config)` raises ValueError naming the field (`config.FIELD=VALUE`) on the
+first mistake it finds. The data (row counts, labels, neighbour lists) is checked when read,
+by `ldl_jax.data`; what depends on both, such as a batch larger than the training set, is
+checked there too.
+"""
+
+import jax
+
+from ldl_jax import backbones, parallel, va_model
+
+TASKS = ("ldl", va_model.TASK)
+DTYPES = ("float32", "bfloat16")
+POSITIVE_FIELDS = ("batch_size", "num_neighbors", "input_size", "eval_batch_size")
+
+
+def validate_config(config) -> None:
+    """Checks the values of a training or evaluation config (either task).
+
+    Raises:
+      ValueError: naming the config field and what it must be.
+    """
+    task = config.get("task", "ldl")
+    if task not in TASKS:
+        raise ValueError(f"config.task={task!r} is not one of {TASKS}")
+    if config.model.backbone not in backbones.BACKBONES:
+        raise ValueError(
+            f"config.model.backbone={config.model.backbone!r} is not one of "
+            f"{sorted(backbones.BACKBONES)}"
+        )
+    if config.model.dtype not in DTYPES:
+        raise ValueError(f"config.model.dtype={config.model.dtype!r}: use 'float32' or 'bfloat16'")
+    if len(config.class_names) != config.num_classes:
+        raise ValueError(
+            f"config.class_names has {len(config.class_names)} names but "
+            f"config.num_classes={config.num_classes}"
+        )
+    for field in POSITIVE_FIELDS:
+        if config[field] <= 0:
+            raise ValueError(f"config.{field}={config[field]} must be positive")
+    if not config.data.train_csv:
+        raise ValueError("config.data.train_csv is empty: set it to the training CSV")
+    _check_parallel(config)
+    if task == va_model.TASK:
+        _check_va(config)
+
+
+def _check_parallel(config) -> None:
+    if config.parallel not in parallel.MODES:
+        raise ValueError(f"config.parallel={config.parallel!r} is not one of {parallel.MODES}")
+    if config.batch_size % jax.process_count():
+        raise ValueError(
+            f"config.batch_size={config.batch_size} does not divide over "
+            f"{jax.process_count()} processes"
+        )
+    num_devices = jax.device_count()
+    for field in ("batch_size", "eval_batch_size"):
+        if config[field] % num_devices:
+            raise ValueError(
+                f"config.{field}={config[field]} does not divide over {num_devices} devices"
+            )
+    if config.parallel == "mesh" and not config.sync_batch_norm:
+        raise ValueError(
+            "config.parallel='mesh' computes BatchNorm over the global batch: set "
+            "config.sync_batch_norm=True, or use config.parallel='pmap' for per-device BN"
+        )
+
+
+def _check_va(config) -> None:
+    loss = config.get("va_loss", va_model.DEFAULT_LOSS)
+    if loss not in va_model.LOSSES:
+        raise ValueError(f"config.va_loss={loss!r} is not one of {va_model.LOSSES}")
+    if config.parallel != "mesh":
+        raise ValueError(
+            f"config.parallel={config.parallel!r}: the VA task runs with 'mesh' only (one "
+            "global program, exact CCC over the global batch)"
+        )

@@ -1,0 +1,212 @@
+"""The data of a run behind one entry point: `open_train_data(config)` and `read_eval_sets`.
+
+Everything is validated when opened (the config's values, every CSV, every image file), before
+any image is decoded or anything in the workdir is written; `TrainData.decode(workdir)` then
+decodes the training images (into a memmap cache in the workdir when they are large) and every
+evaluation set. `config.task` picks the tables and the stream: LDLVA's (`expression`,
+`valence`, `arousal`, `knn`) or the VA regressor's (`valence`, `arousal`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import jax
+import numpy as np
+from absl import logging
+
+from ldl_jax import config_checks, synthetic, va_model
+from ldl_jax.data import batches, images, streams, tables
+
+
+def resolve(path) -> pathlib.Path:
+    """An absolute path, with `~` expanded."""
+    return pathlib.Path(path).expanduser().absolute()
+
+
+def _is_va(config) -> bool:
+    return config.get("task", "ldl") == va_model.TASK
+
+
+def prepare_synthetic_data(config) -> None:
+    """Generates the built-in synthetic data set if `config.data.synthetic` asks for it."""
+    spec = config.data.get("synthetic")
+    if not spec:
+        return
+    data_dir = resolve(spec.dir)
+    if (data_dir / "train.csv").exists():
+        return
+    if jax.process_index() == 0:
+        logging.info("Generating the synthetic data set in %s", data_dir)
+        synthetic.make_synthetic_fer(
+            data_dir,
+            seed=spec.seed,
+            num_train=spec.num_train,
+            num_val=spec.num_val,
+            num_test=spec.num_test,
+            image_size=spec.image_size,
+            num_neighbors=spec.num_neighbors,
+            class_balance=spec.get("class_balance", "default"),
+        )
+
+
+@dataclasses.dataclass
+class EvalSet:
+    """A validated evaluation set; `images` is filled by `decode`."""
+
+    name: str
+    table: tables.EvalTable | tables.VATable
+    images: np.ndarray | None = None
+
+    @property
+    def num_rows(self) -> int:
+        return len(self.table.paths)
+
+    def decode(self, input_size: int) -> EvalSet:
+        self.images = images.load_images(self.table.paths, input_size)
+        return self
+
+    def batches(self, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+        """This process's slice of every padded, masked global batch, in order (`image`,
+        `label` (zeros for a VA set) and `mask`)."""
+        labels = getattr(self.table, "labels", None)
+        return batches.eval_batches(
+            self.images,
+            np.zeros(self.num_rows, np.int32) if labels is None else labels,
+            batch_size=batch_size,
+            process_index=jax.process_index(),
+            process_count=jax.process_count(),
+        )
+
+
+def read_eval_sets(config) -> dict[str, EvalSet]:
+    """`val` and `test` of config.data, then every named set of `config.eval_sets`, validated
+    (not decoded)."""
+    sources = {
+        name: (config.data.get(f"{name}_csv"), config.data.image_dir) for name in ("val", "test")
+    }
+    for name, source in config.get("eval_sets", {}).items():
+        sources[name] = (source.csv, source.image_dir)
+    out = {}
+    for name, (csv_path, image_dir) in sources.items():
+        if not csv_path:
+            continue
+        if _is_va(config):
+            table = tables.read_va_table(resolve(csv_path), resolve(image_dir))
+        else:
+            table = tables.read_eval_table(
+                resolve(csv_path), resolve(image_dir), num_classes=config.num_classes
+            )
+        out[name] = EvalSet(name, table)
+    return out
+
+
+@dataclasses.dataclass
+class TrainData:
+    """A run's validated training table and evaluation sets.
+
+    Attributes:
+      config: the run's config.
+      table: the training table (`tables.TrainTable`, or `tables.VATable` for the VA task).
+      eval_sets: name -> `EvalSet`.
+      images: (N, S, S, 3) uint8 training images, once `decode` ran.
+    """
+
+    config: Any
+    table: tables.TrainTable | tables.VATable
+    eval_sets: dict[str, EvalSet]
+    images: np.ndarray | None = None
+
+    @property
+    def num_rows(self) -> int:
+        return self.table.num_rows
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return batches.steps_per_epoch(self.num_rows, self.config.batch_size)
+
+    @property
+    def num_train_steps(self) -> int:
+        """`config.num_train_steps` if positive, else `num_epochs` whole epochs."""
+        if self.config.num_train_steps > 0:
+            return self.config.num_train_steps
+        return self.config.num_epochs * self.steps_per_epoch
+
+    @property
+    def class_weights(self) -> np.ndarray | None:
+        """(C,) balanced weights of the classification loss if `config.class_weights`."""
+        if _is_va(self.config) or not self.config.class_weights:
+            return None
+        return batches.class_balanced_weights(self.table.labels, self.config.num_classes)
+
+    def decode(self, workdir=None, *, eval_sets: bool = True) -> TrainData:
+        """Decodes the training images and (if `eval_sets`) every evaluation set.
+
+        Training images above `config.data.max_in_memory_gb` go to a memmap in
+        WORKDIR/cache (reused by a resumed run); without a workdir they stay in memory.
+        """
+        config = self.config
+        cache = None if workdir is None else str(resolve(workdir) / "cache" / "train_images.npy")
+        self.images = images.load_images(
+            self.table.paths,
+            config.input_size,
+            cache_path=cache,
+            max_in_memory_bytes=int(config.data.max_in_memory_gb * (1 << 30)),
+        )
+        for eval_set in self.eval_sets.values() if eval_sets else ():
+            eval_set.decode(config.input_size)
+        return self
+
+    def train_batches(self, start_step: int = 0, place: Callable | None = None) -> Iterator:
+        """This process's slice of every augmented global batch from `start_step`, forever.
+
+        With `place` (e.g. `parallelism.place_batch`) the batches are placed on the devices two
+        ahead of the step; without, they are numpy arrays on the host.
+        """
+        stream = streams.va_train_batches if _is_va(self.config) else streams.train_batches
+        host = stream(
+            self.table,
+            self.images,
+            batch_size=self.config.batch_size,
+            seed=self.config.seed,
+            pad_size=self.config.pad_size,
+            start_step=start_step,
+            process_index=jax.process_index(),
+            process_count=jax.process_count(),
+        )
+        return host if place is None else batches.prefetch_to_device(host, place)
+
+
+def _read_train_table(config):
+    csv_path, image_dir = resolve(config.data.train_csv), resolve(config.data.image_dir)
+    if _is_va(config):
+        return tables.read_va_table(csv_path, image_dir)
+    return tables.read_train_table(
+        csv_path,
+        image_dir,
+        num_classes=config.num_classes,
+        num_neighbors=config.num_neighbors,
+        va_bandwidth=config.data.va_bandwidth,
+    )
+
+
+def open_train_data(config) -> TrainData:
+    """Validates the config, generates the synthetic set if asked, reads and validates the
+    training table and every evaluation set; nothing is decoded yet.
+
+    Raises:
+      ValueError: a config value (naming the field), or a batch larger than the training set.
+      DataError: a CSV or image problem, naming the file, the row and the column.
+    """
+    config_checks.validate_config(config)
+    prepare_synthetic_data(config)
+    data = TrainData(config, _read_train_table(config), read_eval_sets(config))
+    if data.steps_per_epoch == 0:
+        raise ValueError(
+            f"config.batch_size={config.batch_size} exceeds the {data.num_rows} rows of "
+            f"{config.data.train_csv}"
+        )
+    return data

@@ -1,0 +1,27 @@
+"""Helpers for the tests and `tools/benchmark.py`: random batches, per-process slices."""
+
+import jax
+import numpy as np
+
+
+def random_train_batch(config, num_rows: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """A batch in the train step's format with random content (benchmarks and tests)."""
+    rng = np.random.default_rng(seed)
+    b, k, s = config.batch_size, config.num_neighbors, config.input_size
+    return {
+        "image": rng.integers(0, 256, (b, s, s, 3), dtype=np.uint8),
+        "neighbor_image": rng.integers(0, 256, (b, k, s, s, 3), dtype=np.uint8),
+        "label": rng.integers(0, config.num_classes, b).astype(np.int32),
+        "va_weight": rng.uniform(0.2, 1.0, (b, k)).astype(np.float32),
+        "index": rng.choice(num_rows, b, replace=False).astype(np.int32),
+        "neighbor_index": rng.integers(0, num_rows, (b, k)).astype(np.int32),
+        "neighbor_label": rng.integers(0, config.num_classes, (b, k)).astype(np.int32),
+    }
+
+
+def local_slice(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """This process's contiguous share of a global batch."""
+    count, index = jax.process_count(), jax.process_index()
+    return jax.tree.map(
+        lambda x: x[index * (len(x) // count) : (index + 1) * (len(x) // count)], batch
+    )
