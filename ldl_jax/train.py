@@ -78,6 +78,31 @@ class _MetricBuffer:
         return {f"train/{name}": float(np.mean([m[name] for m in fetched])) for name in fetched[0]}
 
 
+def open_run(config, workdir, state, parallelism, num_rows: int, new_meta: dict):
+    """Opens a run's workdir: checks its checkpoints' signature, resumes from the latest one,
+    writes config.json and logs the parameters.
+
+    Returns (state, meta, checkpoints, writer); `meta` is `new_meta` plus the signature for a
+    new run, the checkpoint's meta for a resumed one.
+    """
+    checkpoints = checkpointing.Checkpoints(workdir)
+    signature = checkpointing.model_signature(config, num_rows)
+    checkpoints.check_signature(signature)
+    meta = {"signature": signature, **new_meta}
+    if checkpoints.latest_step() is not None:
+        state, meta = checkpoints.restore(parallelism.checkpoint_target(state))
+        logging.info("Resumed from step %d", int(state.step))
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    if jax.process_index() == 0:
+        _write_json(workdir / "config.json", json.loads(config.to_json_best_effort()))
+    writer = metric_writers.create_default_writer(
+        workdir, just_logging=jax.process_index() > 0, asynchronous=False
+    )
+    parameter_overview.log_parameter_overview(state.params)
+    return state, meta, checkpoints, writer
+
+
 def train_and_evaluate(config, workdir) -> dict[str, Any]:
     """Trains (or resumes) in `workdir`; returns the final evaluation results."""
     train_data = data.open_train_data(config)
@@ -91,21 +116,14 @@ def train_and_evaluate(config, workdir) -> dict[str, Any]:
     model = models.create_model(config, bn_axis_name=parallelism.bn_axis_name)
     tx = create_optimizer(config, steps_per_epoch)
     state = create_train_state(config, model, tx, table.num_rows)
-    checkpoints = checkpointing.Checkpoints(workdir)
-    signature = checkpointing.model_signature(config, table.num_rows)
-    checkpoints.check_signature(signature)
-    meta = {"signature": signature, "best_val_accuracy": None, "val_history": []}
-    if checkpoints.latest_step() is not None:
-        state, meta = checkpoints.restore(parallelism.checkpoint_target(state))
-        logging.info("Resumed from step %d", int(state.step))
-
-    workdir.mkdir(parents=True, exist_ok=True)
-    if jax.process_index() == 0:
-        _write_json(workdir / "config.json", json.loads(config.to_json_best_effort()))
-    writer = metric_writers.create_default_writer(
-        workdir, just_logging=jax.process_index() > 0, asynchronous=False
+    state, meta, checkpoints, writer = open_run(
+        config,
+        workdir,
+        state,
+        parallelism,
+        table.num_rows,
+        {"best_val_accuracy": None, "val_history": []},
     )
-    parameter_overview.log_parameter_overview(state.params)
 
     train_data.decode(workdir)
     eval_sets = train_data.eval_sets

@@ -13,13 +13,12 @@ Devices: `config.parallel = "mesh"` (one device or many, one global program). Th
 signature carries `task: "va"`, so an LDLVA workdir is never resumed as a VA one or back.
 """
 
-import json
 from typing import Any
 
 import jax
 import numpy as np
 from absl import logging
-from clu import metric_writers, parameter_overview, periodic_actions
+from clu import metric_writers, periodic_actions
 
 from ldl_jax import checkpointing, config_checks, data, inference, parallel, train, va_model
 from ldl_jax.data import batches
@@ -92,21 +91,14 @@ def train_and_evaluate(config, workdir) -> dict[str, Any]:
     model = va_model.create_va_model(config)
     tx = create_optimizer(config, steps_per_epoch)
     state = va_model.create_va_state(config, model, tx)
-    checkpoints = checkpointing.Checkpoints(workdir)
-    signature = checkpointing.model_signature(config, train_data.num_rows)
-    checkpoints.check_signature(signature)
-    meta = {"signature": signature, "best_val_ccc": None, "val_history": []}
-    if checkpoints.latest_step() is not None:
-        state, meta = checkpoints.restore(parallelism.checkpoint_target(state))
-        logging.info("Resumed from step %d", int(state.step))
-
-    workdir.mkdir(parents=True, exist_ok=True)
-    if jax.process_index() == 0:
-        train._write_json(workdir / "config.json", json.loads(config.to_json_best_effort()))
-    writer = metric_writers.create_default_writer(
-        workdir, just_logging=jax.process_index() > 0, asynchronous=False
+    state, meta, checkpoints, writer = train.open_run(
+        config,
+        workdir,
+        state,
+        parallelism,
+        train_data.num_rows,
+        {"best_val_ccc": None, "val_history": []},
     )
-    parameter_overview.log_parameter_overview(state.params)
 
     train_data.decode(workdir)
     eval_sets = train_data.eval_sets

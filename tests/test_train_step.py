@@ -201,7 +201,7 @@ def test_batch_norm_statistics_update_neighbours_first(compiled):
 def test_train_step_traces_once(tiny_config):
     model, tx, state = _setup(tiny_config)
     traces = []
-    step_fn = steps.make_train_step(model, tx, tiny_config)
+    step_fn = steps.make_train_step(model, tx, tiny_config, train_labels=TRAIN_LABELS)
 
     def counted(state, batch):
         traces.append(1)

@@ -221,7 +221,7 @@ def run_study(args) -> dict[str, dict]:
             f"[{done}/{len(runs)}] {run['name']}: test {r['accuracy']:.4f}, balanced "
             f"{r['balanced_accuracy']:.4f}"
             + (f", lambda precision@k {r['precision_at_k']:.3f}" if "precision_at_k" in r else "")
-            + f" | {elapsed / 60:.1f} min, ~{remaining * per_run / args.jobs / 60:.0f} min left",
+            + f" | {elapsed / 60:.1f} min, ~{remaining * per_run / 60:.0f} min left",
             flush=True,
         )
 
