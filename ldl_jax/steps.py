@@ -7,6 +7,7 @@ state donated. Batches hold uint8 images, normalised on the device by `models.no
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from ldl_jax import ldl, models
@@ -51,8 +52,10 @@ def make_train_step(
                 "config.lamb_fixed_class_mean needs train_labels, the (N,) labels of the "
                 "training rows, to keep each class's mean lambda logit at lamb_init"
             )
-        train_labels = jnp.asarray(train_labels, jnp.int32)
-        class_counts = jnp.bincount(train_labels, length=num_classes).astype(jnp.float32)
+        # numpy, not jax arrays: constants of the compiled program, never committed to one
+        # device (a multi-process program may not close over a single-device array).
+        train_labels = np.asarray(train_labels, np.int32)
+        class_counts = np.bincount(train_labels, minlength=num_classes).astype(np.float32)
 
     def train_step(state: TrainState, batch):
         images = models.normalize_images(batch["image"], model.dtype)
