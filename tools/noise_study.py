@@ -292,6 +292,7 @@ def plot(summary: pd.DataFrame, path: pathlib.Path) -> None:
 
     modes = [m for m in ("proportional", "uniform") if m in set(summary["mode"])] or ["clean"]
     figure, axes = plt.subplots(1, len(modes), figsize=(5 * len(modes), 4), squeeze=False)
+    levels = summary["noise"].nunique()
     for ax, mode in zip(axes[0], modes, strict=True):
         for method, rows in summary.groupby("method", sort=False):
             rows = rows[(rows["mode"] == mode) | (rows["mode"] == "clean")].sort_values("noise")
@@ -304,6 +305,7 @@ def plot(summary: pd.DataFrame, path: pathlib.Path) -> None:
                 marker="o",
                 capsize=3,
                 label=method,
+                linestyle="-" if len(rows) == levels else ":",  # ablations: only some levels
             )
         ax.set_title(f"{mode} label flips")
         ax.set_xlabel("flipped training labels (%)")
