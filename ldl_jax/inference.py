@@ -19,6 +19,7 @@ import ml_collections
 import numpy as np
 
 from ldl_jax import checkpointing, models, va_model
+from ldl_jax.data import batches
 
 VARIABLES = ("params", "batch_stats")
 
@@ -86,6 +87,29 @@ def restore_variables(
     return Restored(config, model, restored, which, step)
 
 
+def predict_in_batches(predict, variables, images, batch_size: int, place=None):
+    """`predict(variables, uint8 batch)` over any number of images, in zero-padded batches of
+    `batch_size` (one compilation); the output pytree's leaves are concatenated over images.
+
+    Without `place`, `predict` takes each whole numpy batch. With it, each process feeds its
+    slice of every global batch through `place` (e.g. onto a device mesh), and `predict`
+    returns the global batch's outputs. `images` must not be empty.
+    """
+    share = {}
+    if place is not None:
+        share = {"process_index": jax.process_index(), "process_count": jax.process_count()}
+    outputs = [
+        jax.device_get(
+            predict(variables, batch["image"] if place is None else place(batch["image"]))
+        )
+        for batch in batches.eval_batches(
+            images, np.zeros(len(images), np.int32), batch_size=batch_size, **share
+        )
+    ]
+    # Only the last batch is padded, at its end.
+    return jax.tree.map(lambda *leaves: np.concatenate(leaves)[: len(images)], *outputs)
+
+
 @dataclasses.dataclass(frozen=True)
 class InferenceModel:
     """A restored classifier; `probabilities(images)` maps uint8 (n, S, S, 3) to (n, C)."""
@@ -117,15 +141,9 @@ class InferenceModel:
 
         Images are padded to whole batches so the function compiles once.
         """
-        outputs = []
-        for start in range(0, len(images), batch_size):
-            chunk = np.asarray(images[start : start + batch_size])
-            padded = np.zeros((batch_size, *chunk.shape[1:]), np.uint8)
-            padded[: len(chunk)] = chunk
-            outputs.append(np.asarray(self._compiled(self.variables, padded))[: len(chunk)])
-        if not outputs:
+        if len(images) == 0:
             return np.zeros((0, len(self.class_names)), np.float32)
-        return np.concatenate(outputs)
+        return predict_in_batches(self._compiled, self.variables, images, batch_size)
 
 
 def load(workdir, checkpoint: str = "latest") -> InferenceModel:

@@ -82,18 +82,16 @@ def read_lambdas(workdir, checkpoint: str = "latest"):
     return restored.config, np.asarray(jax.nn.sigmoid(restored.fields["theta"])), restored.step
 
 
-def _features_and_probs(restored: inference.InferenceModel, images, batch_size):
+def _features_and_probs(restored: inference.Restored, images, batch_size):
     """Eval-mode features and class distributions of every training image."""
-    apply = jax.jit(lambda v, x: restored.model.apply(v, x, method=models.LDLVA.classify))
-    features, probs = [], []
-    for start in range(0, len(images), batch_size):
-        chunk = np.zeros((batch_size, *images.shape[1:]), np.uint8)
-        real = np.asarray(images[start : start + batch_size])
-        chunk[: len(real)] = real
-        f, logits = apply(restored.variables, chunk)
-        features.append(np.asarray(f)[: len(real)])
-        probs.append(np.asarray(jax.nn.softmax(logits))[: len(real)])
-    return np.concatenate(features), np.concatenate(probs)
+
+    def features_and_probs(variables, batch):
+        features, logits = restored.model.apply(variables, batch, method=models.LDLVA.classify)
+        return features, jax.nn.softmax(logits)
+
+    return inference.predict_in_batches(
+        jax.jit(features_and_probs), restored.variables, images, batch_size
+    )
 
 
 def _target_distributions(restored, rows, lam, table, features, probs):
@@ -180,8 +178,11 @@ def inspect_run(workdir, checkpoint="latest", out=None, grid=36, batch_size=64) 
     """Writes the ranking, plots and summary described in the module docstring; returns the
     summary."""
     workdir = pathlib.Path(workdir)
-    config, lam, step = read_lambdas(workdir, checkpoint)
-    restored = inference.load(workdir, checkpoint)
+    restored = inference.restore_variables(
+        workdir, checkpoint=checkpoint, fields=(*inference.VARIABLES, "theta")
+    )
+    config, step = restored.config, restored.step
+    lam = np.asarray(jax.nn.sigmoid(restored.fields["theta"]))
     table = tables.read_train_table(
         config.data.train_csv,
         config.data.image_dir,

@@ -21,7 +21,6 @@ from absl import logging
 from clu import metric_writers, periodic_actions
 
 from ldl_jax import checkpointing, config_checks, data, inference, parallel, train, va_model
-from ldl_jax.data import batches
 from ldl_jax.train_state import create_optimizer
 
 EVAL_RESULTS_FILE = train.EVAL_RESULTS_FILE
@@ -42,25 +41,12 @@ def _compile_predict(parallelism: parallel.MeshParallel, model):
 
 
 def predict_images(predict, variables, images, batch_size: int, place=None) -> np.ndarray:
-    """(N, 2) valence/arousal of uint8 images through one compiled function, padded batches.
-
-    Without `place`, `predict` takes each whole numpy batch. With it, each process feeds its
-    slice of every global batch through `place` (e.g. onto a device mesh), and `predict`
-    returns the global batch's predictions.
-    """
-    share = {}
-    if place is not None:
-        share = {"process_index": jax.process_index(), "process_count": jax.process_count()}
-    outputs = [
-        np.asarray(predict(variables, batch["image"] if place is None else place(batch["image"])))
-        for batch in batches.eval_batches(
-            images, np.zeros(len(images), np.int32), batch_size=batch_size, **share
-        )
-    ]
-    if not outputs:
+    """(N, 2) valence/arousal of uint8 images (`inference.predict_in_batches`)."""
+    if len(images) == 0:
         return np.zeros((0, 2), np.float32)
-    # Only the last batch is padded, at its end.
-    return np.concatenate(outputs)[: len(images)].astype(np.float32)
+    return inference.predict_in_batches(predict, variables, images, batch_size, place).astype(
+        np.float32
+    )
 
 
 def _evaluate_set(config, parallelism, predict, variables, eval_set) -> dict[str, Any]:
