@@ -16,6 +16,8 @@ TINY = [
     "--methods=ce,ldlva",
     "--ablations=",
     "--jobs=1",
+    "--pretrain_epochs=1",
+    "--pretrain_num_train=40",
     "--set=model.backbone=resnet_tiny",
     "--set=input_size=16",
     "--set=pad_size=2",
@@ -42,8 +44,14 @@ def test_tiny_study_reports_its_runs_and_skips_finished_ones(tmp_path, monkeypat
         "ldlva_clean_s0",
         "ldlva_proportional30_s0",
     ]
+    pretrained = tmp_path / "study" / "pretrain"
+    assert json.loads((pretrained / "config.json").read_text())["lamb_lr"] == 0.0  # plain CE
     for name, result in results.items():
-        test = json.loads((tmp_path / "study" / "runs" / name / "eval_results.json").read_text())
+        run = tmp_path / "study" / "runs" / name
+        test = json.loads((run / "eval_results.json").read_text())
+        assert json.loads((run / "config.json").read_text())["model"]["pretrained"] == str(
+            pretrained
+        )
         assert result["accuracy"] == test["test"]["accuracy"]
         assert result["balanced_accuracy"] == test["test"]["balanced_accuracy"]
     # 30% of 40 rows, per class int(n_k * 0.3), are flipped; lambda is learned only by LDLVA.
@@ -59,7 +67,7 @@ def test_tiny_study_reports_its_runs_and_skips_finished_ones(tmp_path, monkeypat
         raise AssertionError("a finished run was trained again")
 
     monkeypatch.setattr(noise_study, "train_one", no_training)
-    noise_study.main(args)  # everything finished: only the report is rewritten
+    noise_study.main(args)  # everything, pre-training too, finished: only the report is rewritten
 
 
 def test_unknown_method_is_refused():

@@ -5,7 +5,9 @@
 Generates a RAF-DB-balanced synthetic set (`--data_seed`), writes a noisy copy of its training
 CSV per (noise level, flip mode, seed) with `tools/make_noisy_labels.py`'s flips, trains every
 method on every copy (`configs/synthetic.py`'s model and schedule unless overridden), and
-writes `--results` (a Markdown table, mean ± std over seeds) and `--plot` (PNG). Finished runs
+writes `--results` (a Markdown table, mean ± std over seeds) and `--plot` (PNG). As in the
+paper, every run starts from a pre-trained backbone: cross-entropy on a disjoint clean synthetic
+set, trained once per study (`--pretrain_epochs`; 0 trains from scratch). Finished runs
 are skipped, so an interrupted study continues where it stopped; a run interrupted half-way
 resumes from its own checkpoint.
 
@@ -111,9 +113,10 @@ def train_csv(data: pathlib.Path, run: dict) -> pathlib.Path:
     return path
 
 
-def run_overrides(args, data: pathlib.Path, run: dict) -> dict:
+def run_overrides(args, data: pathlib.Path, run: dict, pretrained: str) -> dict:
     """Config overrides (dotted name -> value) of one run."""
     overrides = {
+        "model.pretrained": pretrained,
         "data.synthetic.dir": str(data / "clean"),  # exists: nothing is generated
         "data.image_dir": str(data / "clean" / "images"),
         "data.train_csv": str(train_csv(data, run)),
@@ -122,12 +125,19 @@ def run_overrides(args, data: pathlib.Path, run: dict) -> dict:
         "seed": run["seed"],
     }
     overrides.update(METHODS[run["method"]])
-    for item in args.set:
+    overrides.update(_parse_sets(args.set))
+    return overrides
+
+
+def _parse_sets(items: list[str]) -> dict:
+    """--set KEY=VALUE items as overrides; VALUE is JSON where it parses, else a string."""
+    overrides = {}
+    for item in items:
         key, value = item.split("=", 1)
         try:
             overrides[key] = json.loads(value)
         except json.JSONDecodeError:
-            overrides[key] = value  # a plain string
+            overrides[key] = value
     return overrides
 
 
@@ -151,10 +161,8 @@ def _load_config(path: str, overrides: dict):
     return config
 
 
-def train_one(args, data: pathlib.Path, run: dict) -> None:
-    """Trains one run in OUT/runs/NAME: in this process (--jobs=1) or a child process."""
-    workdir = pathlib.Path(args.out) / "runs" / run["name"]
-    overrides = run_overrides(args, data, run)
+def train_one(args, workdir: pathlib.Path, overrides: dict) -> None:
+    """Trains one run in `workdir`: in this process (--jobs=1) or a child process."""
     if args.jobs == 1:
         from ldl_jax import train
 
@@ -162,7 +170,7 @@ def train_one(args, data: pathlib.Path, run: dict) -> None:
         return
     command = [sys.executable, "-m", "ldl_jax.main", f"--config={args.config}"]
     command += [f"--workdir={workdir}"] + [_flag(k, v) for k, v in overrides.items()]
-    log = pathlib.Path(args.out) / "logs" / f"{run['name']}.log"
+    log = pathlib.Path(args.out) / "logs" / f"{workdir.name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(pathlib.Path(args.out) / "xla_cache"))
     with open(log, "w") as out:
@@ -170,7 +178,49 @@ def train_one(args, data: pathlib.Path, run: dict) -> None:
             command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT
         )
     if finished.returncode:
-        raise RuntimeError(f"run {run['name']} failed (exit {finished.returncode}); see {log}")
+        raise RuntimeError(f"run {workdir.name} failed (exit {finished.returncode}); see {log}")
+
+
+def pretrain(args) -> str:
+    """The backbone every run starts from: "" (from scratch) when --pretrain_epochs is 0.
+
+    The stand-in for the face-recognition pre-training the paper starts from: plain
+    cross-entropy on a disjoint, clean synthetic set (`--pretrain_data_seed`, the generator's
+    default class balance), trained once per study in OUT/pretrain.
+    """
+    if args.pretrain_epochs == 0:
+        return ""
+    from ldl_jax import synthetic
+
+    out = pathlib.Path(args.out)
+    workdir = out / "pretrain"
+    if (workdir / "eval_results.json").exists():
+        return str(workdir)
+    data = out / "pretrain_data"
+    if not (data / "train.csv").exists():
+        synthetic.make_synthetic_fer(
+            data,
+            seed=args.pretrain_data_seed,
+            num_train=args.pretrain_num_train,
+            num_test=args.num_test,
+            image_size=args.image_size,
+            num_neighbors=20,
+        )
+    epochs = args.pretrain_epochs
+    overrides = {
+        "data.synthetic.dir": str(data),
+        "data.image_dir": str(data / "images"),
+        "data.train_csv": str(data / "train.csv"),
+        "data.val_csv": "",
+        "data.test_csv": str(data / "test.csv"),
+        "num_epochs": epochs,
+        "lr_steps": (max(1, round(epochs * 2 / 3)), max(1, round(epochs * 0.9))),
+        **METHODS["ce"],
+    }
+    overrides.update(_parse_sets(args.set))
+    print(f"pre-training the backbone for {epochs} epochs in {workdir}", flush=True)
+    train_one(args, workdir, overrides)
+    return str(workdir)
 
 
 def measure(args, run: dict) -> dict:
@@ -203,6 +253,7 @@ def run_study(args) -> dict[str, dict]:
     results_path = out / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     data = prepare_data(args)
+    pretrained = pretrain(args)
     runs = plan(args)
     todo = [run for run in runs if run["name"] not in results]
     print(f"{len(runs)} runs, {len(runs) - len(todo)} already finished", flush=True)
@@ -225,15 +276,19 @@ def run_study(args) -> dict[str, dict]:
             flush=True,
         )
 
+    # Noisy CSVs are written here, never by two workers at once.
+    jobs = {run["name"]: run_overrides(args, data, run, pretrained) for run in todo}
+    runs_dir = out / "runs"
     if args.jobs == 1:
         for run in todo:
-            train_one(args, data, run)
+            train_one(args, runs_dir / run["name"], jobs[run["name"]])
             finish(run)
     else:
-        for run in todo:  # noisy CSVs are written here, never by two workers at once
-            train_csv(data, run)
         with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
-            futures = {pool.submit(train_one, args, data, run): run for run in todo}
+            futures = {
+                pool.submit(train_one, args, runs_dir / run["name"], jobs[run["name"]]): run
+                for run in todo
+            }
             for future in concurrent.futures.as_completed(futures):
                 future.result()
                 finish(futures[future])
@@ -324,6 +379,15 @@ def write_report(args, summary: pd.DataFrame, command: str) -> None:
     plot(summary, plot_path)
     relative_plot = os.path.relpath(plot_path, results_path.parent)
     overrides = f" with {', '.join(args.set)}" if args.set else ""
+    if args.pretrain_epochs:
+        start = (
+            f"Every run starts from the same pre-trained backbone, as the paper's runs do: "
+            f"{args.pretrain_epochs} epochs of plain cross-entropy on a disjoint, clean synthetic "
+            f"set ({args.pretrain_num_train} images, data seed {args.pretrain_data_seed}, the "
+            f"generator's default class balance), a stand-in for face-recognition pre-training."
+        )
+    else:
+        start = "Every run starts from random weights."
     text = f"""# Noisy-label study
 
 Generated by
@@ -336,7 +400,7 @@ Data: the built-in synthetic generator with RAF-DB's class balance (data seed {a
 {args.num_train} training / {args.num_test} test images at {args.image_size} px). Per seed, a
 noisy copy of the training labels (`tools/make_noisy_labels.py`'s flips), seeded by the run's
 seed, which also seeds initialisation and augmentation.
-Model and schedule: `{args.config}`{overrides}.
+Model and schedule: `{args.config}`{overrides}. {start}
 
 Methods: `ce` plain cross-entropy (λ fixed at 1, no centre loss); `ldlva` LDLVA as ldl_jax's
 configs run it (each class keeps its mean λ); `ldlva_reference` LDLVA as the reference runs it
@@ -382,6 +446,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num_train", type=int, default=3000)
     parser.add_argument("--num_test", type=int, default=700)
     parser.add_argument("--image_size", type=int, default=48)
+    parser.add_argument(
+        "--pretrain_epochs",
+        type=int,
+        default=15,
+        help="Epochs of cross-entropy pre-training on a disjoint clean set; 0: from scratch.",
+    )
+    parser.add_argument("--pretrain_num_train", type=int, default=4000)
+    parser.add_argument("--pretrain_data_seed", type=int, default=7)
     parser.add_argument(
         "--set", action="append", default=[], help="Config override for every run, KEY=VALUE."
     )
