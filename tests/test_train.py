@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from ldl_jax import checkpointing, data, train
+from ldl_jax import checkpointing, data, pretrained, train
 from tests.conftest import NUM_TEST, NUM_TRAIN, NUM_VAL, make_data_config
 
 
@@ -82,6 +82,8 @@ def test_memory_bank_run_is_filled_fed_without_neighbour_images_and_resumes_exac
     assert np.all(np.abs(np.asarray(got.bank.features)).sum(-1) > 0)
     with pytest.raises(checkpointing.CheckpointMismatchError, match="neighbors"):
         train.train_and_evaluate(make_data_config(synthetic_dir), resumed)
+    # Its backbone still starts other runs (config.model.pretrained = a workdir).
+    assert pretrained.read_workdir(resumed)[0] == "resnet_tiny"
 
 
 def test_eval_mode_restores_and_counts_each_image_once(synthetic_dir, tmp_path):
