@@ -34,7 +34,8 @@ def model_signature(config, num_train_rows: int) -> dict[str, Any]:
     """The config values that fix the shapes of the train state.
 
     A VA regressor's (`config.task = "va"`) carries its task, so an LDLVA workdir is never
-    resumed or restored as a VA one, or back.
+    resumed or restored as a VA one, or back; a run with the neighbour memory bank carries
+    `neighbors` (its state has the bank), one without keeps the signature it always had.
     """
     if config.get("task", "ldl") == "va":
         return {
@@ -43,12 +44,16 @@ def model_signature(config, num_train_rows: int) -> dict[str, Any]:
             "input_size": int(config.input_size),
             "num_train_rows": int(num_train_rows),
         }
-    return {
+    signature = {
         "backbone": config.model.backbone,
         "num_classes": int(config.num_classes),
         "input_size": int(config.input_size),
         "num_train_rows": int(num_train_rows),
     }
+    neighbors = config.get("neighbors", "forward")
+    if neighbors != "forward":
+        signature["neighbors"] = neighbors
+    return signature
 
 
 def _restore_spec(leaf) -> jax.ShapeDtypeStruct:
@@ -114,9 +119,9 @@ class Checkpoints:
             stored = self.read_meta(which)["signature"]
             if stored != signature:
                 differences = {
-                    key: (stored.get(key), value)
-                    for key, value in signature.items()
-                    if stored.get(key) != value
+                    key: (stored.get(key), signature.get(key))
+                    for key in {**stored, **signature}
+                    if stored.get(key) != signature.get(key)
                 }
                 raise CheckpointMismatchError(
                     f"{manager.directory} holds a checkpoint of another model or data set "

@@ -8,7 +8,7 @@ checked there too.
 
 import jax
 
-from ldl_jax import backbones, parallel, va_model
+from ldl_jax import backbones, memory_bank, parallel, va_model
 
 TASKS = ("ldl", va_model.TASK)
 DTYPES = ("float32", "bfloat16")
@@ -39,6 +39,11 @@ def validate_config(config) -> None:
     for field in POSITIVE_FIELDS:
         if config[field] <= 0:
             raise ValueError(f"config.{field}={config[field]} must be positive")
+    neighbors = config.get("neighbors", memory_bank.FORWARD)
+    if neighbors not in memory_bank.NEIGHBOR_MODES:
+        raise ValueError(
+            f"config.neighbors={neighbors!r} is not one of {memory_bank.NEIGHBOR_MODES}"
+        )
     if not config.data.train_csv:
         raise ValueError("config.data.train_csv is empty: set it to the training CSV")
     _check_parallel(config)

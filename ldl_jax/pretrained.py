@@ -222,8 +222,9 @@ def read_workdir(workdir) -> tuple[str, dict[str, Any], int]:
         "model": {"backbone": signature["backbone"], "dtype": "float32"},
         "input_size": signature["input_size"],
     }
-    if "num_classes" in signature:
-        fields["num_classes"] = signature["num_classes"]
+    for optional in ("num_classes", "neighbors"):
+        if optional in signature:
+            fields[optional] = signature[optional]
     restored = inference.restore_variables(workdir, ml_collections.ConfigDict(fields))
     return signature["backbone"], get_backbone(restored.variables), restored.step
 

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ldl_jax import ldl, models
+from ldl_jax import ldl, memory_bank, models
 from ldl_jax.train_state import TrainState
 
 TRAIN_METRICS = ("loss", "cls_loss", "center_loss", "accuracy", "mean_lambda")
@@ -42,9 +42,12 @@ def make_train_step(
         `config.lamb_fixed_class_mean`, which keeps each class's mean theta at lamb_init.
 
     The batch holds `image` (B,H,W,3) and `neighbor_image` (B,K,H,W,3) uint8, `label` (B,),
-    `va_weight` (B,K), `index` (B,), `neighbor_index` (B,K) and `neighbor_label` (B,K).
+    `va_weight` (B,K), `index` (B,), `neighbor_index` (B,K) and `neighbor_label` (B,K). With
+    `config.neighbors = 'memory_bank'` the neighbours come from the state's bank
+    (`ldl_jax.memory_bank`) and `neighbor_image` is not read.
     """
     num_classes = config.num_classes
+    use_bank = memory_bank.uses_bank(config)
     omega = None if class_weights is None else jnp.asarray(class_weights, jnp.float32)
     if config.lamb_fixed_class_mean:
         if train_labels is None:
@@ -57,23 +60,16 @@ def make_train_step(
         train_labels = np.asarray(train_labels, np.int32)
         class_counts = np.bincount(train_labels, minlength=num_classes).astype(np.float32)
 
-    def train_step(state: TrainState, batch):
-        images = models.normalize_images(batch["image"], model.dtype)
-        neighbor_images = models.normalize_images(batch["neighbor_image"], model.dtype)
+    def neighbor_pass(state, neighbor_images, rng):
+        """Train-mode BN (statistics used and updated), no gradient: the neighbours' features
+        (B, K, D), softmax outputs (B, K, C) and the updated BatchNorm statistics."""
         batch_size, num_neighbors = neighbor_images.shape[:2]
-        labels = batch["label"]
-        rng = jax.random.fold_in(state.rng, state.step)
-        if axis_name is not None:
-            rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
-        neighbor_rng, central_rng = jax.random.split(rng)
-
-        # 1. Neighbour pass: train-mode BN (statistics used and updated), no gradient.
         (neighbor_features, neighbor_logits), updates = model.apply(
             {"params": state.params, "batch_stats": state.batch_stats},
-            neighbor_images.reshape((batch_size * num_neighbors,) + images.shape[1:]),
+            neighbor_images.reshape((batch_size * num_neighbors,) + neighbor_images.shape[2:]),
             train=True,
             mutable=["batch_stats"],
-            rngs={"dropout": neighbor_rng},
+            rngs={"dropout": rng},
         )
         neighbor_features = jax.lax.stop_gradient(neighbor_features).reshape(
             batch_size, num_neighbors, -1
@@ -81,12 +77,34 @@ def make_train_step(
         neighbor_probs = jax.nn.softmax(jax.lax.stop_gradient(neighbor_logits)).reshape(
             batch_size, num_neighbors, num_classes
         )
+        return neighbor_features, neighbor_probs, updates["batch_stats"]
+
+    def train_step(state: TrainState, batch):
+        images = models.normalize_images(batch["image"], model.dtype)
+        batch_size, num_neighbors = batch["neighbor_index"].shape
+        labels = batch["label"]
+        rng = jax.random.fold_in(state.rng, state.step)
+        if axis_name is not None:
+            rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
+        neighbor_rng, central_rng = jax.random.split(rng)
+
+        # 1. Neighbour pass, or its last results read from the memory bank (no BN update).
+        if use_bank:
+            neighbor_features, neighbor_probs = memory_bank.read(
+                state.bank, batch["neighbor_index"]
+            )
+            batch_stats = state.batch_stats
+        else:
+            neighbor_images = models.normalize_images(batch["neighbor_image"], model.dtype)
+            neighbor_features, neighbor_probs, batch_stats = neighbor_pass(
+                state, neighbor_images, neighbor_rng
+            )
         neighbor_lam = jax.nn.sigmoid(state.theta[batch["neighbor_index"]])
 
         def loss_fn(params, theta_batch):
-            # 2. Central pass (BN statistics updated again, after the neighbours').
+            # 2. Central pass (BN statistics updated again, after the neighbours' if they ran).
             (features, logits), updates_central = model.apply(
-                {"params": params, "batch_stats": updates["batch_stats"]},
+                {"params": params, "batch_stats": batch_stats},
                 images,
                 train=True,
                 mutable=["batch_stats"],
@@ -120,6 +138,7 @@ def make_train_step(
             aux = {
                 "batch_stats": updates_simnet["batch_stats"],
                 "center_rows": (all_features, all_labels, all_lam),
+                "central_outputs": (features, probs),
                 "metrics": {
                     "loss": loss,
                     "cls_loss": cls_loss,
@@ -134,6 +153,11 @@ def make_train_step(
         grad_fn = jax.grad(loss_fn, argnums=(0, 1), has_aux=True)
         (param_grads, theta_grads), aux = grad_fn(state.params, state.theta[index])
         metrics = aux["metrics"]
+        bank_update = {}
+        if use_bank:  # the central rows' entries, from this step's central pass
+            bank_update["bank"] = memory_bank.write(
+                state.bank, index, *aux["central_outputs"], axis_name=axis_name
+            )
         if axis_name is not None:
             # Each device differentiated the mean over its own rows: average the parameter
             # gradients; a theta row lives on one device, so its gradient only needs the
@@ -171,6 +195,7 @@ def make_train_step(
             theta=theta,
             theta_momentum=theta_momentum,
             centers=centers,
+            **bank_update,
         )
         return new_state, metrics
 

@@ -1,7 +1,10 @@
-"""Helpers for the tests and `tools/benchmark.py`: random batches, per-process slices."""
+"""Helpers for the tests and `tools/benchmark.py`: random batches and memory banks, per-process
+slices."""
 
 import jax
 import numpy as np
+
+from ldl_jax import backbones, memory_bank
 
 
 def random_train_batch(config, num_rows: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -24,4 +27,14 @@ def local_slice(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     count, index = jax.process_count(), jax.process_index()
     return jax.tree.map(
         lambda x: x[index * (len(x) // count) : (index + 1) * (len(x) // count)], batch
+    )
+
+
+def random_bank(config, num_rows: int, seed: int = 0):
+    """A neighbour memory bank with random entries: softmax-like rows and normal features."""
+    rng = np.random.default_rng(seed)
+    feature_dim = backbones.BACKBONE_FEATURE_DIMS[config.model.backbone]
+    return memory_bank.MemoryBank(
+        probs=rng.dirichlet(np.ones(config.num_classes), num_rows).astype(np.float32),
+        features=rng.normal(size=(num_rows, feature_dim)).astype(np.float32),
     )

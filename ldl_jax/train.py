@@ -15,7 +15,16 @@ import numpy as np
 from absl import logging
 from clu import metric_writers, parameter_overview, periodic_actions
 
-from ldl_jax import checkpointing, config_checks, data, evaluation, inference, models, parallel
+from ldl_jax import (
+    checkpointing,
+    config_checks,
+    data,
+    evaluation,
+    inference,
+    memory_bank,
+    models,
+    parallel,
+)
 from ldl_jax.train_state import create_optimizer, create_train_state
 
 EVAL_RESULTS_FILE = "eval_results.json"
@@ -126,6 +135,8 @@ def train_and_evaluate(config, workdir) -> dict[str, Any]:
     )
 
     train_data.decode(workdir)
+    if memory_bank.uses_bank(config) and int(state.step) == 0:  # a fresh run (not resumed)
+        state = memory_bank.fill(state, model, train_data.images, config.eval_batch_size)
     eval_sets = train_data.eval_sets
     train_step = parallelism.compile_train_step(
         model, tx, config, class_weights, train_labels=table.labels

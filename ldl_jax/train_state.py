@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ldl_jax import backbones, models, pretrained
+from ldl_jax import backbones, memory_bank, models, pretrained
 
 
 @flax.struct.dataclass
@@ -38,6 +38,21 @@ class TrainState:
     rng: jax.Array
 
 
+@flax.struct.dataclass
+class BankTrainState(TrainState):
+    """The train state of `config.neighbors = 'memory_bank'`: also the neighbour memory bank.
+
+    A subclass rather than an optional field, so that the checkpoints of the faithful method
+    keep the exact tree they always had.
+
+    Attributes:
+      bank: per training row, the softmax output (N, C) and feature (N, D) of its last
+        central pass (`ldl_jax.memory_bank`).
+    """
+
+    bank: memory_bank.MemoryBank
+
+
 def learning_rate_schedule(config, steps_per_epoch: int) -> optax.Schedule:
     """lr * lr_decay^k after the k-th epoch boundary of `config.lr_steps`."""
     boundaries = {int(epoch * steps_per_epoch): config.lr_decay for epoch in config.lr_steps}
@@ -52,7 +67,8 @@ def create_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformati
 def create_train_state(
     config, model: models.LDLVA, tx: optax.GradientTransformation, num_train_rows: int
 ) -> TrainState:
-    """Initialises parameters, optimiser state, theta (= lamb_init) and zero centres.
+    """Initialises parameters, optimiser state, theta (= lamb_init) and zero centres (and,
+    with `config.neighbors = 'memory_bank'`, a zero bank that `memory_bank.fill` sets).
 
     With `config.model.pretrained` set, the backbone's parameters and BatchNorm statistics come
     from that converted folder or workdir (`ldl_jax.pretrained`); the head and AdaptiveSimNet
@@ -67,7 +83,7 @@ def create_train_state(
     variables = pretrained.load_configured_backbone(config, variables)
     params = variables["params"]
     feature_dim = backbones.BACKBONE_FEATURE_DIMS[config.model.backbone]
-    return TrainState(
+    fields = dict(
         step=jnp.zeros((), jnp.int32),
         params=params,
         batch_stats=variables["batch_stats"],
@@ -77,3 +93,7 @@ def create_train_state(
         centers=jnp.zeros((config.num_classes, feature_dim), jnp.float32),
         rng=step_rng,
     )
+    if memory_bank.uses_bank(config):
+        bank = memory_bank.empty(num_train_rows, config.num_classes, feature_dim)
+        return BankTrainState(**fields, bank=bank)
+    return TrainState(**fields)

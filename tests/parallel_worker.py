@@ -3,7 +3,7 @@
 Run as a subprocess: the device count must be fixed (XLA_FLAGS) before JAX is imported.
 
   python -m tests.parallel_worker --devices=2 --mode=pmap --out=state.npz
-      [--num_processes=2 --process_id=0 --coordinator=127.0.0.1:PORT]
+      [--num_processes=2 --process_id=0 --coordinator=127.0.0.1:PORT] [--neighbors=memory_bank]
   python -m tests.parallel_worker --devices=2 --mode=mesh --data_dir=DATA --workdir=W
 """
 
@@ -18,6 +18,7 @@ def parse_args():
     parser.add_argument("--mode", choices=("mesh", "pmap"), required=True)
     parser.add_argument("--sync_batch_norm", type=int, default=1)
     parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--neighbors", default="forward", help="config.neighbors")
     parser.add_argument("--out", default="", help="where to save the state after the steps")
     parser.add_argument("--data_dir", default="", help="with --workdir: run the trainer")
     parser.add_argument("--workdir", default="")
@@ -40,7 +41,7 @@ def main():
             num_processes=args.num_processes,
             process_id=args.process_id,
         )
-    from ldl_jax import models, parallel, testing, train, train_state
+    from ldl_jax import memory_bank, models, parallel, testing, train, train_state
     from tests.conftest import make_data_config, make_tiny_config
 
     if args.workdir:
@@ -53,16 +54,23 @@ def main():
         train.train_and_evaluate(config, args.workdir)
         return
     num_rows = 20
-    config = make_tiny_config(parallel=args.mode, sync_batch_norm=bool(args.sync_batch_norm))
+    config = make_tiny_config(
+        parallel=args.mode, sync_batch_norm=bool(args.sync_batch_norm), neighbors=args.neighbors
+    )
     parallelism = parallel.create(config)
     model = models.create_model(config, bn_axis_name=parallelism.bn_axis_name)
     tx = train_state.create_optimizer(config, steps_per_epoch=5)
-    state = parallelism.place_state(train_state.create_train_state(config, model, tx, num_rows))
+    state = train_state.create_train_state(config, model, tx, num_rows)
+    if memory_bank.uses_bank(config):
+        state = state.replace(bank=testing.random_bank(config, num_rows))
+    state = parallelism.place_state(state)
     train_labels = np.arange(num_rows) % config.num_classes
     train_step = parallelism.compile_train_step(model, tx, config, train_labels=train_labels)
     history = []
     for seed in range(args.steps):
         batch = testing.local_slice(testing.random_train_batch(config, num_rows, seed=seed))
+        if memory_bank.uses_bank(config):
+            del batch["neighbor_image"]
         state, metrics = train_step(state, parallelism.place_batch(batch))
         history.append(metrics)
     host = parallelism.host_state(parallelism.sync_batch_stats(state))

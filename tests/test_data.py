@@ -414,6 +414,16 @@ def test_train_batches_fields_shapes_and_consistency():
     assert 0 < num_erased < 6 * 4
 
 
+def test_train_batches_without_neighbour_images_keep_every_other_field():
+    """The memory bank's stream: no `neighbor_image`, and the same central augmentation."""
+    table, images = _train_table(), _images()
+    with_neighbors = _take(_train(table, images, start_step=2), 2)
+    without = _take(_train(table, images, start_step=2, neighbor_images=False), 2)
+    for full, lean in zip(with_neighbors, without, strict=True):
+        assert set(full) - set(lean) == {"neighbor_image"}
+        _assert_batches_equal([lean], [{key: full[key] for key in lean}])
+
+
 def test_train_batches_visit_every_row_once_per_epoch():
     table, images = _train_table(), _images()
     batches = _take(_train(table, images), 6)  # 3 steps per epoch

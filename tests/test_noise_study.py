@@ -70,6 +70,20 @@ def test_tiny_study_reports_its_runs_and_skips_finished_ones(tmp_path, monkeypat
     noise_study.main(args)  # everything, pre-training too, finished: only the report is rewritten
 
 
+def test_bank_ablation_is_ldlva_with_the_memory_bank(tmp_path):
+    args = noise_study.build_parser().parse_args(
+        ["--methods=ce", "--ablations=ldlva_bank", "--ablation_noise=0.3", "--seeds=0"]
+    )
+    [bank_run] = [run for run in noise_study.plan(args) if run["method"] == "ldlva_bank"]
+    assert bank_run["name"] == "ldlva_bank_proportional30_s0"
+    overrides = noise_study.run_overrides(args, tmp_path, {**bank_run, "noise": 0.0})
+    assert (
+        noise_study._flag("neighbors", overrides["neighbors"]) == "--config.neighbors=memory_bank"
+    )
+    config = noise_study._load_config(args.config, overrides)
+    assert config.neighbors == "memory_bank" and config.lamb_fixed_class_mean
+
+
 def test_unknown_method_is_refused():
     with pytest.raises(SystemExit):
         noise_study.main(["--methods=ce,bogus"])

@@ -10,14 +10,15 @@ import sys
 import numpy as np
 import pytest
 
-from ldl_jax import train
-from tests.conftest import XLA_CACHE_DIR, make_data_config
+from ldl_jax import testing, train
+from tests.conftest import XLA_CACHE_DIR, make_data_config, make_tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Adam moves every parameter by about +-lr on its first steps, whatever the gradient's size, so
 # a parameter whose gradient is at rounding level may step the other way on another device
 # count: parameters, and the BatchNorm statistics of the activations they produce, agree to
-# about 3 steps x lr. Adam's moments, theta, the centres and the metrics agree to float32
+# about 3 steps x lr; so do the memory bank's entries, activations of those parameters. Adam's
+# moments, theta, the centres and the metrics agree to float32
 # reduction order. (Per-device instead of synchronised BN moves them by ~1e-1.)
 PARAM_ATOL = 3e-3
 STATE_ATOL = 2e-4
@@ -61,7 +62,7 @@ def states(tmp_path_factory):
 def _assert_states_close(expected, got):
     assert expected.keys() == got.keys()
     for key in expected:
-        atol = PARAM_ATOL if key.startswith((".params", ".batch_stats")) else STATE_ATOL
+        atol = PARAM_ATOL if key.startswith((".params", ".batch_stats", ".bank")) else STATE_ATOL
         np.testing.assert_allclose(got[key], expected[key], atol=atol, rtol=0, err_msg=key)
 
 
@@ -75,6 +76,30 @@ def test_theta_rows_of_every_device_are_updated(states):
     # 3 steps x 4 rows: every batch row moved, wherever its device was.
     assert moved.sum() >= 4
     np.testing.assert_array_equal(moved, states["mesh", 1][".theta"] != 0.5)
+
+
+def test_memory_bank_rows_of_every_device_reach_every_replica(tmp_path):
+    """With the bank, pmap on 2 devices ends in the state of one device, and the bank rows of
+    every step's batch, whichever device held them, are rewritten; no other row is."""
+    paths = {mode: tmp_path / f"bank_{mode}.npz" for mode in ("mesh", "pmap")}
+    _wait(
+        [
+            _worker(
+                f"--devices={1 if mode == 'mesh' else 2}",
+                f"--mode={mode}",
+                "--neighbors=memory_bank",
+                f"--out={path}",
+            )
+            for mode, path in paths.items()
+        ]
+    )
+    one_device, two_devices = (dict(np.load(path)) for path in paths.values())
+    _assert_states_close(one_device, two_devices)
+    config = make_tiny_config()
+    initial = testing.random_bank(config, 20).features
+    written = np.unique([testing.random_train_batch(config, 20, seed=s)["index"] for s in range(3)])
+    changed = np.flatnonzero(np.any(two_devices[".bank.features"] != initial, axis=1))
+    np.testing.assert_array_equal(changed, written)
 
 
 def test_per_device_batch_norm_differs_from_synchronised(states, tmp_path):

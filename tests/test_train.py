@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from ldl_jax import checkpointing, train
+from ldl_jax import checkpointing, data, pretrained, train
 from tests.conftest import NUM_TEST, NUM_TRAIN, NUM_VAL, make_data_config
 
 
@@ -58,6 +58,32 @@ def test_resume_matches_uninterrupted_run(synthetic_dir, tmp_path):
     # The run moved: theta and the centres are no longer at their initial values.
     assert np.any(np.asarray(got.theta) != 0.5)
     assert np.any(np.asarray(got.centers) != 0)
+
+
+def test_memory_bank_run_is_filled_fed_without_neighbour_images_and_resumes_exactly(
+    synthetic_dir, tmp_path
+):
+    def bank_config(**overrides):
+        return make_data_config(synthetic_dir, neighbors="memory_bank", **overrides)
+
+    first_batch = next(data.open_train_data(bank_config()).decode(eval_sets=False).train_batches())
+    assert "neighbor_image" not in first_batch and "neighbor_index" in first_batch
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    train.train_and_evaluate(bank_config(num_train_steps=4), straight)
+    train.train_and_evaluate(bank_config(num_train_steps=2), resumed)
+    train.train_and_evaluate(bank_config(num_train_steps=4), resumed)
+    expected, _ = _latest_state(bank_config(), straight)
+    got, _ = _latest_state(bank_config(), resumed)
+    assert int(got.step) == 4
+    for x, y in zip(jax.tree.leaves(expected), jax.tree.leaves(got), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    # 4 steps of 4 rows wrote at most 16 of the 40 rows: the first pass filled the others.
+    np.testing.assert_allclose(np.asarray(got.bank.probs).sum(-1), 1.0, rtol=1e-5)
+    assert np.all(np.abs(np.asarray(got.bank.features)).sum(-1) > 0)
+    with pytest.raises(checkpointing.CheckpointMismatchError, match="neighbors"):
+        train.train_and_evaluate(make_data_config(synthetic_dir), resumed)
+    # Its backbone still starts other runs (config.model.pretrained = a workdir).
+    assert pretrained.read_workdir(resumed)[0] == "resnet_tiny"
 
 
 def test_eval_mode_restores_and_counts_each_image_once(synthetic_dir, tmp_path):

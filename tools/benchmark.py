@@ -9,6 +9,9 @@ Prints one JSON object. Timed, after compilation, as the median of `--steps` ste
   pass and Adam on B images plus a train-mode forward pass on B*K, as one compiled program;
   `floor_ratio = ldl_step / floor`;
 - `plain_step`: a cross-entropy step on B images, for reference;
+- `bank_step`: the LDLVA step with the neighbour memory bank (`config.neighbors =
+  'memory_bank'`) on the same batch, which reads the K neighbours from the bank instead of
+  running the backbone on them; `bank_speedup = ldl_step / bank_step` (seconds);
 - with `--data=pipeline`: the tf.data pipeline alone, and the step fed by it (end to end);
 - compile time, peak host memory, and on a GPU the device memory and the MFU from XLA's cost
   analysis (with `--peak_tflops`).
@@ -32,7 +35,7 @@ from ml_collections import config_flags
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run from a checkout
 
-from ldl_jax import models, steps, testing  # noqa: E402
+from ldl_jax import memory_bank, models, steps, testing  # noqa: E402
 from ldl_jax.train_state import create_optimizer, create_train_state  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -187,6 +190,10 @@ def benchmark(config) -> dict:
         num_rows = FLAGS.num_rows
         train_labels = np.arange(num_rows) % config.num_classes
     state = create_train_state(config, model, tx, num_rows)
+    bank_config = config.copy_and_resolve_references()
+    bank_config.neighbors = memory_bank.MEMORY_BANK
+    bank_state = create_train_state(bank_config, model, tx, num_rows)
+    bank_state = bank_state.replace(bank=testing.random_bank(config, num_rows))
     batch = jax.device_put(testing.random_train_batch(config, num_rows))
 
     results = {
@@ -200,16 +207,23 @@ def benchmark(config) -> dict:
         "data": FLAGS.data,
     }
     timed = {}
-    for name, step_fn, images_per_example in (
+    for name, step_fn, images_per_example, start in (
         (
             "ldl_step",
             steps.compile_train_step(model, tx, config, train_labels=train_labels),
             1 + k,
+            state,
         ),
-        ("floor", make_floor_step(model, tx), 1 + k),
-        ("plain_step", make_plain_step(model, tx), 1),
+        (
+            "bank_step",
+            steps.compile_train_step(model, tx, bank_config, train_labels=train_labels),
+            1,
+            bank_state,
+        ),
+        ("floor", make_floor_step(model, tx), 1 + k, state),
+        ("plain_step", make_plain_step(model, tx), 1, state),
     ):
-        fresh = jax.tree.map(jnp.copy, state)
+        fresh = jax.tree.map(jnp.copy, start)
         compiled, compile_seconds = _compile(step_fn, fresh, batch)
         seconds, _ = _time_steps(compiled, fresh, _repeat(batch), FLAGS.steps)
         timed[name] = compiled
@@ -227,6 +241,13 @@ def benchmark(config) -> dict:
     results["floor_ratio"] = (
         results["ldl_step"]["seconds_per_step"] / results["floor"]["seconds_per_step"]
     )
+    results["bank_speedup"] = (
+        results["ldl_step"]["seconds_per_step"] / results["bank_step"]["seconds_per_step"]
+    )
+    if results["bank_step"]["gflops_per_step"]:
+        results["bank_flops_ratio"] = (
+            results["ldl_step"]["gflops_per_step"] / results["bank_step"]["gflops_per_step"]
+        )
     if results["floor"]["gflops_per_step"]:
         # What the method itself adds over the floor (AdaptiveSimNet, losses, updates).
         results["floor_flops_ratio"] = (

@@ -14,7 +14,8 @@ resumes from its own checkpoint.
 Methods (config overrides on top of `--config`):
   ce               plain cross-entropy: lambda fixed at 1, no centre loss;
   ldlva            LDLVA as ldl_jax's configs run it;
-  ldlva_reference  LDLVA as the reference runs it: theta free (no per-class mean), lamb_lr 10.
+  ldlva_reference  LDLVA as the reference runs it: theta free (no per-class mean), lamb_lr 10;
+  ldlva_bank       ldlva with the neighbour memory bank (config.neighbors = 'memory_bank').
 `--ablations` run only at `--ablation_noise` (proportional flips), to keep the study short.
 """
 
@@ -43,9 +44,10 @@ METHODS = {
     "ce": {"gamma": 0.0, "lamb_init": 30.0, "lamb_lr": 0.0},
     "ldlva": {},
     "ldlva_reference": {"lamb_fixed_class_mean": False, "lamb_lr": 10.0},
+    "ldlva_bank": {"neighbors": "memory_bank"},
 }
 # Methods whose lambda is learned: their noise-detection figures are reported.
-LEARNS_LAMBDA = ("ldlva", "ldlva_reference")
+LEARNS_LAMBDA = ("ldlva", "ldlva_reference", "ldlva_bank")
 
 
 def run_name(method: str, noise: float, mode: str, seed: int) -> str:
@@ -404,7 +406,8 @@ Model and schedule: `{args.config}`{overrides}. {start}
 
 Methods: `ce` plain cross-entropy (λ fixed at 1, no centre loss); `ldlva` LDLVA as ldl_jax's
 configs run it (each class keeps its mean λ); `ldlva_reference` LDLVA as the reference runs it
-(λ free per row, `lamb_lr` 10).
+(λ free per row, `lamb_lr` 10); `ldlva_bank` `ldlva` with the neighbour memory bank (the
+neighbours' last central pass instead of a forward pass on their images).
 
 Test accuracy is that of the final checkpoint on the clean test set. λ precision@k is the share
 of flipped rows among the k lowest-λ rows (k = the number of flipped rows); λ AUROC that of

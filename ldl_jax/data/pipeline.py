@@ -10,6 +10,7 @@ evaluation set. `config.task` picks the tables and the stream: LDLVA's (`express
 from __future__ import annotations
 
 import dataclasses
+import functools
 import pathlib
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -18,7 +19,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from ldl_jax import config_checks, synthetic, va_model
+from ldl_jax import config_checks, memory_bank, synthetic, va_model
 from ldl_jax.data import batches, images, streams, tables
 
 
@@ -166,7 +167,12 @@ class TrainData:
         With `place` (e.g. `parallelism.place_batch`) the batches are placed on the devices two
         ahead of the step; without, they are numpy arrays on the host.
         """
-        stream = streams.va_train_batches if _is_va(self.config) else streams.train_batches
+        if _is_va(self.config):
+            stream = streams.va_train_batches
+        else:  # the neighbour memory bank needs no neighbour images
+            stream = functools.partial(
+                streams.train_batches, neighbor_images=not memory_bank.uses_bank(self.config)
+            )
         host = stream(
             self.table,
             self.images,

@@ -33,6 +33,7 @@ def train_batches(
     start_step: int = 0,
     process_index: int = 0,
     process_count: int = 1,
+    neighbor_images: bool = True,
 ) -> Iterator[dict[str, np.ndarray]]:
     """Infinite iterator of augmented LDLVA training batches from global step `start_step`.
 
@@ -45,13 +46,15 @@ def train_batches(
       start_step: the global step of the first batch.
       process_index: this process's slice of each global batch.
       process_count: the number of processes; must divide `batch_size`.
+      neighbor_images: False leaves out `neighbor_image` (the neighbour memory bank replaces
+        it); the other fields, central images included, are unchanged.
 
     Yields:
       dicts of numpy arrays, b = B / process_count: `image` (b, S, S, 3) uint8, flipped,
       cropped and randomly erased; `neighbor_image` (b, K, S, S, 3) uint8, flipped and
-      cropped independently, no erasing; `label` (b,) int32; `va_weight` (b, K) float32;
-      `index` (b,) int32 row ids; `neighbor_index` (b, K) int32; `neighbor_label` (b, K)
-      int32 (training-table labels of the neighbours).
+      cropped independently, no erasing (if `neighbor_images`); `label` (b,) int32;
+      `va_weight` (b, K) float32; `index` (b,) int32 row ids; `neighbor_index` (b, K) int32;
+      `neighbor_label` (b, K) int32 (training-table labels of the neighbours).
     """
     batches.check_images(images, table.num_rows)
     rows_of = batches.step_rows(
@@ -62,27 +65,33 @@ def train_batches(
         process_count=process_count,
     )
     first, local = batches.process_share(batch_size, process_index, process_count)
-    augment_batch = _train_augmenter(
-        seed, batch_size, first, local, table.knn.shape[1], pad_size, tuple(images.shape[1:])
-    )
+    image_shape = tuple(images.shape[1:])
+    if neighbor_images:
+        augment_batch = _train_augmenter(
+            seed, batch_size, first, local, table.knn.shape[1], pad_size, image_shape
+        )
+    else:
+        augment_central = _central_augmenter(seed, batch_size, first, local, pad_size, image_shape)
 
     def make_batch(step: int) -> dict[str, np.ndarray]:
         rows = rows_of(step)
         neighbors = table.knn[rows]
-        image, neighbor_image = augment_batch(
-            np.take(images, rows, axis=0),
-            np.take(images, neighbors.reshape(-1), axis=0),
-            np.int64(step),
-        )
-        return {
-            "image": image.numpy(),
-            "neighbor_image": neighbor_image.numpy(),
+        batch = {
             "label": table.labels[rows],
             "va_weight": table.va_weights[rows],
             "index": rows.astype(np.int32),
             "neighbor_index": neighbors,
             "neighbor_label": table.labels[neighbors],
         }
+        central = np.take(images, rows, axis=0)
+        if neighbor_images:
+            image, neighbor_image = augment_batch(
+                central, np.take(images, neighbors.reshape(-1), axis=0), np.int64(step)
+            )
+            batch["neighbor_image"] = neighbor_image.numpy()
+        else:
+            image = augment_central(central, np.int64(step))
+        return {"image": image.numpy(), **batch}
 
     return batches.prefetch(make_batch, itertools.count(start_step))
 
@@ -118,6 +127,25 @@ def _train_augmenter(seed, batch_size, first, local, num_neighbors, pad_size, im
     return augment_batch
 
 
+def _central_augmenter(seed, batch_size, first, local, pad_size, image_shape):
+    """Compiles the augmentation of one process's slice of a global batch's central images
+    alone: the same draws as `_train_augmenter`'s central images."""
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec((local, *image_shape), tf.uint8),
+            tf.TensorSpec((), tf.int64),
+        ]
+    )
+    def augment_central(image, step):
+        central_seed, _ = augment.step_seeds(seed, step)
+        return augment.augment_slice(
+            image, central_seed, first, batch_size, pad_size=pad_size, random_erasing=True
+        )
+
+    return augment_central
+
+
 def va_train_batches(
     table: VATable,
     images: np.ndarray,
@@ -147,18 +175,9 @@ def va_train_batches(
         process_count=process_count,
     )
     first, local = batches.process_share(batch_size, process_index, process_count)
-
-    @tf.function(
-        input_signature=[
-            tf.TensorSpec((local, *images.shape[1:]), tf.uint8),
-            tf.TensorSpec((), tf.int64),
-        ]
+    augment_batch = _central_augmenter(
+        seed, batch_size, first, local, pad_size, tuple(images.shape[1:])
     )
-    def augment_batch(image, step):
-        central_seed, _ = augment.step_seeds(seed, step)
-        return augment.augment_slice(
-            image, central_seed, first, batch_size, pad_size=pad_size, random_erasing=True
-        )
 
     def make_batch(step: int) -> dict[str, np.ndarray]:
         rows = rows_of(step)

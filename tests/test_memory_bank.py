@@ -1,0 +1,113 @@
+"""The neighbour memory bank (`config.neighbors = 'memory_bank'`): the step trains towards the
+bank's entries, writes its central rows, and a fresh run's first pass fills every row."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ldl_jax import checkpointing, ldl, memory_bank, models, steps, testing, train_state
+from tests.conftest import make_tiny_config
+
+NUM_ROWS = 20
+
+
+@pytest.fixture(scope="module")
+def bank_setup():
+    """The tiny config with the bank, its model, the compiled step and a state whose bank holds
+    random entries."""
+    config = make_tiny_config(neighbors=memory_bank.MEMORY_BANK, lamb_fixed_class_mean=False)
+    model = models.create_model(config)
+    tx = train_state.create_optimizer(config, steps_per_epoch=5)
+    state = train_state.create_train_state(config, model, tx, NUM_ROWS)
+    state = state.replace(bank=jax.tree.map(jnp.asarray, testing.random_bank(config, NUM_ROWS)))
+    return config, model, steps.compile_train_step(model, tx, config), state
+
+
+def test_step_trains_towards_the_bank_and_writes_its_central_rows(bank_setup):
+    config, model, train_step, state = bank_setup
+    batch = testing.random_train_batch(config, NUM_ROWS, seed=3)
+    del batch["neighbor_image"]  # the bank step needs none
+    bank = jax.device_get(state.bank)
+    index, neighbor_index, labels = batch["index"], batch["neighbor_index"], batch["label"]
+
+    # The step's arithmetic by hand: one central pass (no neighbour pass), then AdaptiveSimNet
+    # and the target on the bank's entries of the neighbours.
+    (features, logits), central = model.apply(
+        {"params": state.params, "batch_stats": state.batch_stats},
+        models.normalize_images(batch["image"], jnp.float32),
+        train=True,
+        mutable=["batch_stats"],
+    )
+    similarity, _ = model.apply(
+        {"params": state.params, "batch_stats": central["batch_stats"]},
+        features,
+        bank.features[neighbor_index],
+        train=True,
+        mutable=["batch_stats"],
+        method=models.LDLVA.similarity,
+    )
+    lam = jax.nn.sigmoid(state.theta[index])
+    probs = jax.nn.softmax(logits)
+    target = ldl.target_distribution(
+        lam, labels, bank.probs[neighbor_index], batch["va_weight"] * similarity, 7
+    )
+    neighbor_lam = jax.nn.sigmoid(state.theta[neighbor_index]).reshape(-1)
+    center_loss = ldl.center_loss(
+        jnp.concatenate([features, bank.features[neighbor_index].reshape(-1, 16)]),
+        jnp.concatenate([labels, batch["neighbor_label"].reshape(-1)]),
+        jnp.concatenate([lam, neighbor_lam]),
+        state.centers,
+    )
+
+    new_state, metrics = train_step(jax.tree.map(jnp.copy, state), batch)
+    np.testing.assert_allclose(
+        metrics["cls_loss"], ldl.classification_loss(probs, target), rtol=1e-5
+    )
+    np.testing.assert_allclose(metrics["center_loss"], center_loss, rtol=1e-5)
+    # BatchNorm saw the central images only.
+    for got, expected in zip(
+        jax.tree.leaves(new_state.batch_stats["classifier"]),
+        jax.tree.leaves(central["batch_stats"]["classifier"]),
+        strict=True,
+    ):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+    # The central rows now hold this step's pass; every other row is untouched.
+    written = jax.device_get(new_state.bank)
+    np.testing.assert_allclose(written.features[index], features, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(written.probs[index], probs, rtol=1e-5, atol=1e-6)
+    others = np.setdiff1d(np.arange(NUM_ROWS), index)
+    np.testing.assert_array_equal(written.features[others], bank.features[others])
+    np.testing.assert_array_equal(written.probs[others], bank.probs[others])
+
+
+def test_fill_sets_every_row_to_its_eval_pass(bank_setup):
+    config, model, _, state = bank_setup
+    num_rows = 10  # batches of 4: the last one is padded
+    images = np.random.default_rng(0).integers(0, 256, (num_rows, 16, 16, 3), dtype=np.uint8)
+    empty = state.replace(bank=memory_bank.empty(num_rows, 7, 16))
+    filled = memory_bank.fill(empty, model, images, batch_size=4).bank
+    features, logits = model.apply(
+        {"params": state.params, "batch_stats": state.batch_stats},
+        images,
+        method=models.LDLVA.classify,
+    )
+    assert filled.features.shape == (num_rows, 16) and filled.probs.shape == (num_rows, 7)
+    np.testing.assert_allclose(filled.features, features, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(filled.probs, jax.nn.softmax(logits), rtol=1e-5, atol=1e-6)
+
+
+def test_only_the_bank_changes_the_state_and_its_signature():
+    forward, bank = make_tiny_config(), make_tiny_config(neighbors=memory_bank.MEMORY_BANK)
+    model = models.create_model(forward)
+    tx = train_state.create_optimizer(forward, steps_per_epoch=5)
+    shapes = {
+        name: jax.eval_shape(lambda c=c: train_state.create_train_state(c, model, tx, NUM_ROWS))
+        for name, c in (("forward", forward), ("bank", bank))
+    }
+    assert type(shapes["forward"]) is train_state.TrainState
+    assert shapes["bank"].bank.probs.shape == (NUM_ROWS, 7)
+    assert shapes["bank"].bank.features.shape == (NUM_ROWS, 16)
+    assert "neighbors" not in checkpointing.model_signature(forward, NUM_ROWS)
+    assert checkpointing.model_signature(bank, NUM_ROWS)["neighbors"] == "memory_bank"
