@@ -27,6 +27,7 @@ def make_train_step(
     class_weights=None,
     axis_name: str | None = None,
     train_labels=None,
+    input_images=None,
 ):
     """Returns `train_step(state, batch) -> (state, metrics)`.
 
@@ -40,9 +41,13 @@ def make_train_step(
         the theta rows and the centre statistics are then reduced to those of the global batch.
       train_labels: (N,) the label of every training row; needed by
         `config.lamb_fixed_class_mean`, which keeps each class's mean theta at lamb_init.
+      input_images: `(step, batch) -> (image, neighbor_image)`, how the step obtains its uint8
+        images inside the compiled program (`ldl_jax.data.feeds`: gathered from images resident
+        on the devices and augmented); None: the batch carries them, augmented on the host.
 
-    The batch holds `image` (B,H,W,3) and `neighbor_image` (B,K,H,W,3) uint8, `label` (B,),
-    `va_weight` (B,K), `index` (B,), `neighbor_index` (B,K) and `neighbor_label` (B,K).
+    The batch holds `image` (B,H,W,3) and `neighbor_image` (B,K,H,W,3) uint8 (or what
+    `input_images` reads instead), `label` (B,), `va_weight` (B,K), `index` (B,),
+    `neighbor_index` (B,K) and `neighbor_label` (B,K).
     """
     num_classes = config.num_classes
     omega = None if class_weights is None else jnp.asarray(class_weights, jnp.float32)
@@ -58,8 +63,12 @@ def make_train_step(
         class_counts = np.bincount(train_labels, minlength=num_classes).astype(np.float32)
 
     def train_step(state: TrainState, batch):
-        images = models.normalize_images(batch["image"], model.dtype)
-        neighbor_images = models.normalize_images(batch["neighbor_image"], model.dtype)
+        if input_images is None:
+            image, neighbor_image = batch["image"], batch["neighbor_image"]
+        else:
+            image, neighbor_image = input_images(state.step, batch)
+        images = models.normalize_images(image, model.dtype)
+        neighbor_images = models.normalize_images(neighbor_image, model.dtype)
         batch_size, num_neighbors = neighbor_images.shape[:2]
         labels = batch["label"]
         rng = jax.random.fold_in(state.rng, state.step)

@@ -68,21 +68,13 @@ def train_batches(
 
     def make_batch(step: int) -> dict[str, np.ndarray]:
         rows = rows_of(step)
-        neighbors = table.knn[rows]
+        fields = batches.train_fields(table, rows)
         image, neighbor_image = augment_batch(
             np.take(images, rows, axis=0),
-            np.take(images, neighbors.reshape(-1), axis=0),
+            np.take(images, fields["neighbor_index"].reshape(-1), axis=0),
             np.int64(step),
         )
-        return {
-            "image": image.numpy(),
-            "neighbor_image": neighbor_image.numpy(),
-            "label": table.labels[rows],
-            "va_weight": table.va_weights[rows],
-            "index": rows.astype(np.int32),
-            "neighbor_index": neighbors,
-            "neighbor_label": table.labels[neighbors],
-        }
+        return {"image": image.numpy(), "neighbor_image": neighbor_image.numpy(), **fields}
 
     return batches.prefetch(make_batch, itertools.count(start_step))
 
