@@ -535,7 +535,10 @@ def test_steps_per_epoch_drops_the_partial_batch():
     assert batch_lib.steps_per_epoch(11, 4) == 2
 
 
-def test_tables_batches_and_the_model_boundary_import_without_tensorflow():
-    modules = "ldl_jax.data.tables, ldl_jax.data.batches, ldl_jax.inference, ldl_jax.inspect"
+def test_tables_batches_feeds_and_the_model_boundary_import_without_tensorflow():
+    modules = (
+        "ldl_jax.data.tables, ldl_jax.data.batches, ldl_jax.data.feeds, ldl_jax.parallel, "
+        "ldl_jax.inference, ldl_jax.inspect"
+    )
     code = f"import sys, {modules}; sys.exit('tensorflow' in sys.modules)"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=pathlib.Path(__file__).parents[1])
