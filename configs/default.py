@@ -26,6 +26,10 @@ def get_config():
     config.eval_sets = ml_collections.ConfigDict()
     config.data.va_bandwidth = 0.5
     config.data.max_in_memory_gb = 8.0  # larger decoded sets go to a memmap in the workdir
+    # Where the decoded training images live (ldl_jax/data/feeds.py): 'device' (on the
+    # accelerators, gathered and augmented inside the train step), 'host' (augmented by
+    # TensorFlow threads) or 'auto' ('device' where they fit in half a device's memory).
+    config.data.placement = "auto"
     config.num_classes = 7
     config.class_names = ("Neutral", "Happy", "Sad", "Surprise", "Fear", "Disgust", "Anger")
     config.input_size = 112

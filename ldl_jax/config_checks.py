@@ -9,6 +9,7 @@ checked there too.
 import jax
 
 from ldl_jax import backbones, memory_bank, parallel, va_model
+from ldl_jax.data import feeds
 
 TASKS = ("ldl", va_model.TASK)
 DTYPES = ("float32", "bfloat16")
@@ -47,6 +48,9 @@ def validate_config(config) -> None:
     if not config.data.train_csv:
         raise ValueError("config.data.train_csv is empty: set it to the training CSV")
     _check_parallel(config)
+    placement = config.data.get("placement", "auto")
+    if placement not in feeds.PLACEMENTS:
+        raise ValueError(f"config.data.placement={placement!r} is not one of {feeds.PLACEMENTS}")
     if task == va_model.TASK:
         _check_va(config)
 
@@ -76,6 +80,11 @@ def _check_va(config) -> None:
     loss = config.get("va_loss", va_model.DEFAULT_LOSS)
     if loss not in va_model.LOSSES:
         raise ValueError(f"config.va_loss={loss!r} is not one of {va_model.LOSSES}")
+    if config.data.get("placement", "auto") == "device":
+        raise ValueError(
+            "config.data.placement='device': the VA task augments its images on the host; "
+            "use 'auto' or 'host'"
+        )
     if config.parallel != "mesh":
         raise ValueError(
             f"config.parallel={config.parallel!r}: the VA task runs with 'mesh' only (one "

@@ -11,7 +11,9 @@
   saving.
 
 Checkpoints and evaluation see one host-level copy of the state (`host_state`, after
-`sync_batch_stats`), so they do not depend on the number of devices.
+`sync_batch_stats`), so they do not depend on the number of devices. `place_replicated` puts
+one copy of a host array on every device (the device-resident training images of
+`ldl_jax.data.feeds`), in the form each mode's step reads it from the batch.
 """
 
 from collections.abc import Callable
@@ -57,10 +59,28 @@ class MeshParallel:
             lambda x: jax.make_array_from_process_local_data(self.sharded, x), local_batch
         )
 
-    def compile_train_step(self, model, tx, config, class_weights=None, train_labels=None):
+    def place_replicated(self, array: np.ndarray):
+        """A global array replicated on every device; each process passes the same array."""
+        return jax.make_array_from_callback(
+            array.shape, self.replicated, lambda index: array[index]
+        )
+
+    def compile_train_step(
+        self, model, tx, config, class_weights=None, train_labels=None, input_images=None
+    ):
+        # With `input_images` the batch also holds the replicated device-resident images: each
+        # of its arrays is then taken with the sharding it was placed with (None).
+        batch_sharding = self.sharded if input_images is None else None
         return jax.jit(
-            steps.make_train_step(model, tx, config, class_weights, train_labels=train_labels),
-            in_shardings=(self.replicated, self.sharded),
+            steps.make_train_step(
+                model,
+                tx,
+                config,
+                class_weights,
+                train_labels=train_labels,
+                input_images=input_images,
+            ),
+            in_shardings=(self.replicated, batch_sharding),
             out_shardings=(self.replicated, self.replicated),
             donate_argnums=0,
         )
@@ -120,10 +140,25 @@ class PmapParallel:
             lambda x: np.reshape(x, (self.num_local_devices, -1) + x.shape[1:]), local_batch
         )
 
-    def compile_train_step(self, model, tx, config, class_weights=None, train_labels=None):
+    def place_replicated(self, array: np.ndarray):
+        """One copy of a host array per local device, stacked along the mapped axis, placed once
+        so that passing it to the step every call copies nothing."""
+        local = NamedSharding(Mesh(np.asarray(jax.local_devices()), (DATA_AXIS,)), P(DATA_AXIS))
+        shape = (self.num_local_devices, *array.shape)
+        return jax.make_array_from_callback(shape, local, lambda index: array[None])
+
+    def compile_train_step(
+        self, model, tx, config, class_weights=None, train_labels=None, input_images=None
+    ):
         return jax.pmap(
             steps.make_train_step(
-                model, tx, config, class_weights, axis_name=DATA_AXIS, train_labels=train_labels
+                model,
+                tx,
+                config,
+                class_weights,
+                axis_name=DATA_AXIS,
+                train_labels=train_labels,
+                input_images=input_images,
             ),
             axis_name=DATA_AXIS,
             donate_argnums=0,

@@ -27,6 +27,7 @@ def make_train_step(
     class_weights=None,
     axis_name: str | None = None,
     train_labels=None,
+    input_images=None,
 ):
     """Returns `train_step(state, batch) -> (state, metrics)`.
 
@@ -40,11 +41,15 @@ def make_train_step(
         the theta rows and the centre statistics are then reduced to those of the global batch.
       train_labels: (N,) the label of every training row; needed by
         `config.lamb_fixed_class_mean`, which keeps each class's mean theta at lamb_init.
+      input_images: `(step, batch) -> (image, neighbor_image)`, how the step obtains its uint8
+        images inside the compiled program (`ldl_jax.data.feeds`: gathered from images resident
+        on the devices and augmented); None: the batch carries them, augmented on the host.
 
-    The batch holds `image` (B,H,W,3) and `neighbor_image` (B,K,H,W,3) uint8, `label` (B,),
-    `va_weight` (B,K), `index` (B,), `neighbor_index` (B,K) and `neighbor_label` (B,K). With
-    `config.neighbors = 'memory_bank'` the neighbours come from the state's bank
-    (`ldl_jax.memory_bank`) and `neighbor_image` is not read.
+    The batch holds `image` (B,H,W,3) and `neighbor_image` (B,K,H,W,3) uint8 (or what
+    `input_images` reads instead), `label` (B,), `va_weight` (B,K), `index` (B,),
+    `neighbor_index` (B,K) and `neighbor_label` (B,K). With `config.neighbors = 'memory_bank'`
+    the neighbours come from the state's bank (`ldl_jax.memory_bank`) and no neighbour image is
+    read.
     """
     num_classes = config.num_classes
     use_bank = memory_bank.uses_bank(config)
@@ -80,7 +85,11 @@ def make_train_step(
         return neighbor_features, neighbor_probs, updates["batch_stats"]
 
     def train_step(state: TrainState, batch):
-        images = models.normalize_images(batch["image"], model.dtype)
+        if input_images is None:
+            image, neighbor_image = batch["image"], batch.get("neighbor_image")
+        else:  # with the bank, the unused neighbour images are compiled away
+            image, neighbor_image = input_images(state.step, batch)
+        images = models.normalize_images(image, model.dtype)
         batch_size, num_neighbors = batch["neighbor_index"].shape
         labels = batch["label"]
         rng = jax.random.fold_in(state.rng, state.step)
@@ -95,7 +104,7 @@ def make_train_step(
             )
             batch_stats = state.batch_stats
         else:
-            neighbor_images = models.normalize_images(batch["neighbor_image"], model.dtype)
+            neighbor_images = models.normalize_images(neighbor_image, model.dtype)
             neighbor_features, neighbor_probs, batch_stats = neighbor_pass(
                 state, neighbor_images, neighbor_rng
             )

@@ -1,5 +1,5 @@
-"""Helpers for the tests and `tools/benchmark.py`: random batches and memory banks, per-process
-slices."""
+"""Helpers for the tests and `tools/benchmark.py`: random batches, images and memory banks,
+per-process slices."""
 
 import jax
 import numpy as np
@@ -20,6 +20,12 @@ def random_train_batch(config, num_rows: int, seed: int = 0) -> dict[str, np.nda
         "neighbor_index": rng.integers(0, num_rows, (b, k)).astype(np.int32),
         "neighbor_label": rng.integers(0, config.num_classes, (b, k)).astype(np.int32),
     }
+
+
+def random_train_images(config, num_rows: int, seed: int = 0) -> np.ndarray:
+    """(num_rows, S, S, 3) random uint8 training images (for device-resident input)."""
+    size = config.input_size
+    return np.random.default_rng(seed).integers(0, 256, (num_rows, size, size, 3), np.uint8)
 
 
 def local_slice(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

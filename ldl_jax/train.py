@@ -138,14 +138,15 @@ def train_and_evaluate(config, workdir) -> dict[str, Any]:
     if memory_bank.uses_bank(config) and int(state.step) == 0:  # a fresh run (not resumed)
         state = memory_bank.fill(state, model, train_data.images, config.eval_batch_size)
     eval_sets = train_data.eval_sets
+    feed = train_data.feed(parallelism)
     train_step = parallelism.compile_train_step(
-        model, tx, config, class_weights, train_labels=table.labels
+        model, tx, config, class_weights, train_labels=table.labels, input_images=feed.input_images
     )
     eval_step = parallelism.compile_eval_step(model, config.num_classes)
 
     start_step = int(state.step)
     state = parallelism.place_state(state)
-    batches = train_data.train_batches(start_step, parallelism.place_batch)
+    batches = feed.batches(start_step)
     report_progress = periodic_actions.ReportProgress(
         num_train_steps=num_train_steps, writer=writer
     )

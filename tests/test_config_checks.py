@@ -9,7 +9,7 @@ from tests.conftest import make_tiny_config
 def _config(**overrides):
     config = make_tiny_config()
     config.data.train_csv = "train.csv"
-    config.update(overrides)
+    config.update_from_flattened_dict(overrides)  # "data.placement": a nested field
     return config
 
 
@@ -36,6 +36,8 @@ def test_unknown_backbone_is_named():
         ({"sync_batch_norm": False}, "config.sync_batch_norm=True"),
         ({"task": "va", "va_loss": "l1"}, "config.va_loss='l1'"),
         ({"task": "va", "parallel": "pmap"}, "config.parallel='pmap'.*'mesh' only"),
+        ({"data.placement": "gpu"}, "config.data.placement='gpu' is not one of"),
+        ({"task": "va", "data.placement": "device"}, "placement='device': the VA task"),
     ],
 )
 def test_each_mistake_names_its_field(overrides, message):

@@ -1,10 +1,13 @@
-"""ldl_jax.data (tables, images, augment, batches, streams) on tiny generated data sets."""
+"""ldl_jax.data (tables, images, augment, batches, streams) on tiny generated data sets, and
+the device transform (`device_augment`) against the host's."""
 
 import itertools
 import pathlib
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,8 +16,9 @@ from PIL import Image
 
 from ldl_jax.data import augment as augment_lib
 from ldl_jax.data import batches as batch_lib
+from ldl_jax.data import device_augment, streams, tables
 from ldl_jax.data import images as image_lib
-from ldl_jax.data import streams, tables
+from tests.image_checks import erased_box, exact_transform
 
 NUM_ROWS = 12
 SIZE = 16
@@ -104,44 +108,6 @@ def _assert_batches_equal(first, second):
         assert a.keys() == b.keys()
         for key in a:
             np.testing.assert_array_equal(a[key], b[key], err_msg=key)
-
-
-def _flip_crop_candidates(image, pad):
-    """Every result of flip + zero-pad + crop of `image`, keyed by (flip, top, left)."""
-    height, width = image.shape[:2]
-    for flip in (False, True):
-        source = image[:, ::-1] if flip else image
-        padded = np.pad(source, ((pad, pad), (pad, pad), (0, 0)))
-        for top in range(2 * pad + 1):
-            for left in range(2 * pad + 1):
-                yield (flip, top, left), padded[top : top + height, left : left + width]
-
-
-def _exact_transform(out, image, pad):
-    """The (flip, top, left) that produce `out` from `image` exactly, or None."""
-    for params, candidate in _flip_crop_candidates(image, pad):
-        if np.array_equal(out, candidate):
-            return params
-    return None
-
-
-def _erased_box(out, image, pad):
-    """Bounding box (top, left, h, w) of the pixels that differ from the best flip/crop.
-
-    Returns None when `out` is an exact flip/crop of `image`.
-    """
-    differs = min(
-        (np.any(out != candidate, axis=-1) for _, candidate in _flip_crop_candidates(image, pad)),
-        key=np.sum,
-    )
-    if not differs.any():
-        return None
-    rows, cols = np.flatnonzero(differs.any(1)), np.flatnonzero(differs.any(0))
-    box = (rows[0], cols[0], rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1)
-    inside = differs[box[0] : box[0] + box[2], box[1] : box[1] + box[3]]
-    assert differs.sum() == inside.sum(), "changed pixels outside one rectangle"
-    assert inside.mean() > 0.9, "the rectangle is not filled with noise"
-    return box
 
 
 # ----------------------------------------------------------------------------- tables
@@ -352,7 +318,7 @@ def test_augment_is_deterministic_per_seed():
 def test_augment_without_padding_or_erasing_only_flips():
     images = _images(32)
     out = _augment(images, [0, 1], pad_size=0, random_erasing=False)
-    flips = [_exact_transform(out[i], images[i], 0) for i in range(len(images))]
+    flips = [exact_transform(out[i], images[i], 0) for i in range(len(images))]
     assert None not in flips
     assert {params[0] for params in flips} == {False, True}
 
@@ -360,7 +326,7 @@ def test_augment_without_padding_or_erasing_only_flips():
 def test_augment_flip_and_crop_shift_content():
     images = _images(64)
     out = _augment(images, [0, 2], random_erasing=False)
-    params = [_exact_transform(out[i], images[i], PAD) for i in range(len(images))]
+    params = [exact_transform(out[i], images[i], PAD) for i in range(len(images))]
     assert None not in params
     assert {flip for flip, _, _ in params} == {False, True}
     assert {top for _, top, _ in params} == set(range(2 * PAD + 1))
@@ -370,7 +336,7 @@ def test_augment_flip_and_crop_shift_content():
 def test_random_erasing_changes_one_rectangle_of_plausible_area():
     images = _images(200, size=32)
     out = _augment(images, [9, 9])
-    boxes = [_erased_box(out[i], images[i], PAD) for i in range(len(images))]
+    boxes = [erased_box(out[i], images[i], PAD) for i in range(len(images))]
     erased = [box for box in boxes if box is not None]
     assert 0.35 < len(erased) / len(images) < 0.65
     for _, _, height, width in erased:
@@ -380,6 +346,82 @@ def test_random_erasing_changes_one_rectangle_of_plausible_area():
     plain = _augment(images, [9, 9], random_erasing=False)
     unchanged = [i for i, box in enumerate(boxes) if box is None]
     np.testing.assert_array_equal(out[unchanged], plain[unchanged])
+
+
+# ------------------------------------------------------------- the device transform vs the host's
+
+# Non-square, so that a swapped axis shows.
+HEIGHT, WIDTH = 12, 20
+# Draws per distribution, and the tolerance: means agree within this many standard errors of
+# their difference (a false alarm at 5 is a one-in-a-million event per statistic).
+NUM_DRAWS = 20_000
+TOLERANCE_SE = 5.0
+NUM_NOISE_IMAGES = 2_000  # of 720 noise values each
+
+
+@pytest.mark.parametrize("random_erasing", [True, False])
+def test_device_transform_gives_the_host_pixels_for_the_same_params(random_erasing):
+    images = np.random.default_rng(0).integers(0, 256, (64, HEIGHT, WIDTH, 3), np.uint8)
+    params = augment_lib.draw_params(
+        tf.constant([4, 2], tf.int64), 64, HEIGHT, WIDTH, PAD, random_erasing
+    )
+    host = augment_lib.transform(tf.constant(images), params, PAD).numpy()
+    device = jax.jit(device_augment.transform, static_argnums=2)(
+        images, {name: jnp.asarray(value.numpy()) for name, value in params.items()}, PAD
+    )
+    np.testing.assert_array_equal(np.asarray(device), host)
+    assert 0 < params["flip"].numpy().sum() < 64  # both branches ran
+    if random_erasing:
+        assert 0 < params["erase"].numpy().sum() < 64
+
+
+def _draw_statistics(params) -> dict[str, np.ndarray]:
+    """Samples whose means characterise the draws: rates, offset histogram, erased boxes, noise."""
+    erased = params["erase"]
+    height, width = params["erase_h"][erased], params["erase_w"][erased]
+    offsets = {
+        f"offset[{axis}]=={value}": params["offset"][:, axis] == value
+        for axis in (0, 1)
+        for value in range(2 * PAD + 1)
+    }
+    noise = params["noise"][:NUM_NOISE_IMAGES].reshape(-1)
+    return {
+        "flip": params["flip"],
+        **offsets,
+        "erase": erased,
+        "erase_area": height * width / (HEIGHT * WIDTH),
+        "erase_aspect": height / width,
+        "erase_top": params["top"][erased],
+        "erase_left": params["left"][erased],
+        "noise": noise,
+        **{
+            f"noise in [{low}, {low + 63}]": (noise >= low) & (noise <= low + 63)
+            for low in (0, 64, 128, 192)
+        },
+    }
+
+
+def test_device_draws_follow_the_host_distributions():
+    host = augment_lib.draw_params(
+        tf.constant([0, 1], tf.int64), NUM_DRAWS, HEIGHT, WIDTH, PAD, True
+    )
+
+    @jax.jit
+    def draw_on_device():
+        keys = device_augment.image_keys(device_augment.step_keys(0, 1)[0], jnp.arange(NUM_DRAWS))
+        return device_augment.draw_params(keys, HEIGHT, WIDTH, PAD, True)
+
+    device = draw_on_device()
+    host = _draw_statistics({name: value.numpy() for name, value in host.items()})
+    device = _draw_statistics(jax.device_get(device))
+    for name, samples in host.items():
+        other = device[name].astype(np.float64)
+        samples = samples.astype(np.float64)
+        difference = abs(samples.mean() - other.mean())
+        standard_error = np.sqrt(samples.var() / samples.size + other.var() / other.size)
+        assert difference <= TOLERANCE_SE * standard_error, (
+            f"{name}: host mean {samples.mean():.4f}, device mean {other.mean():.4f}"
+        )
 
 
 # ----------------------------------------------------------------------------- batches
@@ -408,9 +450,9 @@ def test_train_batches_fields_shapes_and_consistency():
         for row, neighbors in zip(index, batch["neighbor_index"], strict=True):
             for k, neighbor in enumerate(neighbors):
                 out = batch["neighbor_image"][list(index).index(row), k]
-                assert _exact_transform(out, images[neighbor], PAD) is not None
+                assert exact_transform(out, images[neighbor], PAD) is not None
         for out, row in zip(batch["image"], index, strict=True):
-            num_erased += _erased_box(out, images[row], PAD) is not None
+            num_erased += erased_box(out, images[row], PAD) is not None
     assert 0 < num_erased < 6 * 4
 
 
@@ -461,6 +503,16 @@ def test_process_slices_concatenate_to_the_global_batch():
     _assert_batches_equal(joined, global_batches)
 
 
+def test_index_batches_are_the_train_batches_without_images():
+    table, images = _train_table(), _images()
+    kwargs = {"start_step": 2, "process_index": 1, "process_count": 2}
+    with_images = _take(_train(table, images, **kwargs), 4)
+    for batch in with_images:
+        del batch["image"], batch["neighbor_image"]
+    indices = batch_lib.index_batches(table, batch_size=4, seed=3, **kwargs)
+    _assert_batches_equal(_take(indices, 4), with_images)
+
+
 def test_train_batches_rejects_indivisible_process_count():
     with pytest.raises(ValueError, match="divisible by process_count 3"):
         _train(_train_table(), _images(), process_count=3)
@@ -493,7 +545,10 @@ def test_steps_per_epoch_drops_the_partial_batch():
     assert batch_lib.steps_per_epoch(11, 4) == 2
 
 
-def test_tables_batches_and_the_model_boundary_import_without_tensorflow():
-    modules = "ldl_jax.data.tables, ldl_jax.data.batches, ldl_jax.inference, ldl_jax.inspect"
+def test_tables_batches_feeds_and_the_model_boundary_import_without_tensorflow():
+    modules = (
+        "ldl_jax.data.tables, ldl_jax.data.batches, ldl_jax.data.feeds, ldl_jax.parallel, "
+        "ldl_jax.inference, ldl_jax.inspect"
+    )
     code = f"import sys, {modules}; sys.exit('tensorflow' in sys.modules)"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=pathlib.Path(__file__).parents[1])

@@ -1,5 +1,6 @@
 """Data parallelism: 1 vs 2 vs 4 devices (pmap and mesh), a device-count change on restore,
-and two processes. Devices are faked on the CPU in subprocesses (tests/parallel_worker.py)."""
+and two processes, with images fed from the host and resident on the devices. Devices are faked
+on the CPU in subprocesses (tests/parallel_worker.py)."""
 
 import json
 import os
@@ -22,6 +23,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # reduction order. (Per-device instead of synchronised BN moves them by ~1e-1.)
 PARAM_ATOL = 3e-3
 STATE_ATOL = 2e-4
+PLACEMENTS = ("host", "device")
 
 
 def _worker(*args, env=None):
@@ -43,20 +45,35 @@ def _wait(processes):
         assert process.returncode == 0, output[-3000:]
 
 
+def _load(out, placements=PLACEMENTS):
+    """{placement: state} of the states a worker wrote into `out`."""
+    return {placement: dict(np.load(out / f"{placement}.npz")) for placement in placements}
+
+
 @pytest.fixture(scope="module")
 def states(tmp_path_factory):
-    """Final states after 3 steps of the same global batches, per (mode, devices)."""
+    """Final states after 3 steps of the same global batches, per (mode, devices, placement);
+    each worker runs both placements (one process, two compiled steps)."""
     out = tmp_path_factory.mktemp("parallel")
     runs = [("mesh", 1), ("mesh", 2), ("mesh", 4), ("pmap", 2), ("pmap", 4)]
-    paths = {run: out / f"{run[0]}_{run[1]}.npz" for run in runs}
+    placements = "--placements=" + ",".join(PLACEMENTS)
     for start in range(0, len(runs), 2):  # two at a time on a 2-core machine
         _wait(
             [
-                _worker(f"--devices={devices}", f"--mode={mode}", f"--out={paths[mode, devices]}")
+                _worker(
+                    f"--devices={devices}",
+                    f"--mode={mode}",
+                    placements,
+                    f"--out={out / f'{mode}_{devices}'}",
+                )
                 for mode, devices in runs[start : start + 2]
             ]
         )
-    return {run: dict(np.load(path)) for run, path in paths.items()}
+    return {
+        (mode, devices, placement): state
+        for mode, devices in runs
+        for placement, state in _load(out / f"{mode}_{devices}").items()
+    }
 
 
 def _assert_states_close(expected, got):
@@ -66,34 +83,36 @@ def _assert_states_close(expected, got):
         np.testing.assert_allclose(got[key], expected[key], atol=atol, rtol=0, err_msg=key)
 
 
+@pytest.mark.parametrize("placement", PLACEMENTS)
 @pytest.mark.parametrize("run", [("mesh", 2), ("mesh", 4), ("pmap", 2), ("pmap", 4)])
-def test_devices_agree_with_one_device(states, run):
-    _assert_states_close(states["mesh", 1], states[run])
+def test_devices_agree_with_one_device(states, run, placement):
+    _assert_states_close(states["mesh", 1, placement], states[(*run, placement)])
 
 
-def test_theta_rows_of_every_device_are_updated(states):
-    moved = states["pmap", 4][".theta"] != 0.5
+@pytest.mark.parametrize("placement", PLACEMENTS)
+def test_theta_rows_of_every_device_are_updated(states, placement):
+    moved = states["pmap", 4, placement][".theta"] != 0.5
     # 3 steps x 4 rows: every batch row moved, wherever its device was.
     assert moved.sum() >= 4
-    np.testing.assert_array_equal(moved, states["mesh", 1][".theta"] != 0.5)
+    np.testing.assert_array_equal(moved, states["mesh", 1, placement][".theta"] != 0.5)
 
 
 def test_memory_bank_rows_of_every_device_reach_every_replica(tmp_path):
     """With the bank, pmap on 2 devices ends in the state of one device, and the bank rows of
     every step's batch, whichever device held them, are rewritten; no other row is."""
-    paths = {mode: tmp_path / f"bank_{mode}.npz" for mode in ("mesh", "pmap")}
+    outs = {mode: tmp_path / f"bank_{mode}" for mode in ("mesh", "pmap")}
     _wait(
         [
             _worker(
                 f"--devices={1 if mode == 'mesh' else 2}",
                 f"--mode={mode}",
                 "--neighbors=memory_bank",
-                f"--out={path}",
+                f"--out={out}",
             )
-            for mode, path in paths.items()
+            for mode, out in outs.items()
         ]
     )
-    one_device, two_devices = (dict(np.load(path)) for path in paths.values())
+    one_device, two_devices = (_load(out, ["host"])["host"] for out in outs.values())
     _assert_states_close(one_device, two_devices)
     config = make_tiny_config()
     initial = testing.random_bank(config, 20).features
@@ -103,9 +122,8 @@ def test_memory_bank_rows_of_every_device_reach_every_replica(tmp_path):
 
 
 def test_per_device_batch_norm_differs_from_synchronised(states, tmp_path):
-    path = tmp_path / "pmap_local_bn.npz"
-    _wait([_worker("--devices=2", "--mode=pmap", "--sync_batch_norm=0", f"--out={path}")])
-    local, synchronised = dict(np.load(path)), states["pmap", 2]
+    _wait([_worker("--devices=2", "--mode=pmap", "--sync_batch_norm=0", f"--out={tmp_path}")])
+    local, synchronised = _load(tmp_path, ["host"])["host"], states["pmap", 2, "host"]
     assert np.isfinite(local["metric/loss"]).all()
     # The first step's loss differs: each device normalised its own half batch.
     assert abs(local["metric/loss"][0] - synchronised["metric/loss"][0]) > 1e-3
@@ -113,12 +131,15 @@ def test_per_device_batch_norm_differs_from_synchronised(states, tmp_path):
 
 
 def test_train_on_two_devices_evaluate_on_one(synthetic_dir, tmp_path):
+    # The trainer's device-resident feed on two devices; its host feed is the 1-device trainer's
+    # (tests/test_train.py) with the batch placement the workers above check.
     _wait(
         [
             _worker(
                 "--devices=2",
                 "--mode=mesh",
                 "--steps=2",
+                "--placement=device",
                 f"--data_dir={synthetic_dir}",
                 f"--workdir={tmp_path}",
             )
@@ -141,19 +162,20 @@ def _free_port():
 
 @pytest.mark.parametrize("mode", ["mesh", "pmap"])
 def test_two_processes_match_one_process_with_two_devices(states, tmp_path, mode):
-    path = tmp_path / "two_processes.npz"
     coordinator = f"127.0.0.1:{_free_port()}"
     _wait(
         [
             _worker(
                 "--devices=1",
                 f"--mode={mode}",
+                "--placements=" + ",".join(PLACEMENTS),
                 "--num_processes=2",
                 f"--process_id={index}",
                 f"--coordinator={coordinator}",
-                f"--out={path}",
+                f"--out={tmp_path}",
             )
             for index in range(2)
         ]
     )
-    _assert_states_close(states[mode, 2], dict(np.load(path)))
+    for placement, state in _load(tmp_path).items():
+        _assert_states_close(states[mode, 2, placement], state)

@@ -42,11 +42,17 @@ def test_two_step_run_writes_results_and_checkpoints(synthetic_dir, tmp_path):
     assert checkpointing.Checkpoints(tmp_path).latest_step(checkpointing.BEST) == 2
 
 
-def test_resume_matches_uninterrupted_run(synthetic_dir, tmp_path):
+@pytest.mark.parametrize("placement", ["host", "device"])
+def test_resume_matches_uninterrupted_run(synthetic_dir, tmp_path, placement):
+    def config(steps):
+        config = make_data_config(synthetic_dir, num_train_steps=steps)
+        config.data.placement = placement
+        return config
+
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    train.train_and_evaluate(make_data_config(synthetic_dir, num_train_steps=4), straight)
-    train.train_and_evaluate(make_data_config(synthetic_dir, num_train_steps=2), resumed)
-    train.train_and_evaluate(make_data_config(synthetic_dir, num_train_steps=4), resumed)
+    train.train_and_evaluate(config(4), straight)
+    train.train_and_evaluate(config(2), resumed)
+    train.train_and_evaluate(config(4), resumed)
     expected, _ = _latest_state(make_data_config(synthetic_dir), straight)
     got, _ = _latest_state(make_data_config(synthetic_dir), resumed)
     assert int(got.step) == 4

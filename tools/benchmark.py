@@ -1,10 +1,11 @@
-"""Throughput of the LDL train step against its compute floor, in one process.
+"""Throughput of the LDL train step against its compute floor and its input, in one process.
 
   python tools/benchmark.py --config=configs/synthetic.py [--dtype=bfloat16] [--batch_size=64]
-      [--data=pipeline|device] [--steps=30] [--out=bench.json]
+      [--data=pipeline|device] [--host_sizes=112,224] [--steps=30] [--out=bench.json]
 
-Prints one JSON object. Timed, after compilation, as the median of `--steps` steps each:
-- `ldl_step`: the full LDLVA train step (central images/s and all 1+K images/s);
+Prints one JSON object. Timed after compilation:
+- `ldl_step`: the full LDLVA train step on one random batch of images (central images/s and
+  all 1+K images/s), the median of `--steps` steps each waited for;
 - `floor`: the least any LDLVA step must do with the same model and dtype: a forward+backward
   pass and Adam on B images plus a train-mode forward pass on B*K, as one compiled program;
   `floor_ratio = ldl_step / floor`;
@@ -12,14 +13,24 @@ Prints one JSON object. Timed, after compilation, as the median of `--steps` ste
 - `bank_step`: the LDLVA step with the neighbour memory bank (`config.neighbors =
   'memory_bank'`) on the same batch, which reads the K neighbours from the bank instead of
   running the backbone on them; `bank_speedup = ldl_step / bank_step` (seconds);
-- with `--data=pipeline`: the tf.data pipeline alone, and the step fed by it (end to end);
+- `placements`: for each `config.data.placement`, the step as the trainer compiles it
+  (`parallel.MeshParallel` over the local devices) fed by its feed end to end, against the
+  same step alone on the feed's first batch again and again; both are `--steps` steps issued
+  back to back, waited for at the end. `fed_ratio = step alone / end to end` (1: the input
+  never keeps the step waiting). The device placement's step includes the gather and the
+  augmentation; `device_step_over_host_step` is its time over the host placement's;
+- `host_augment`: the host path alone (gather + TensorFlow augmentation on its threads), all
+  1+K images/s and per core, at the config's size and each of `--host_sizes`;
 - compile time, peak host memory, and on a GPU the device memory and the MFU from XLA's cost
   analysis (with `--peak_tflops`).
-`--data=device` feeds random device-resident batches and never imports TensorFlow, so it runs
-where TensorFlow is absent.
+`--data=pipeline` reads the config's training set (TensorFlow decodes it) and measures both
+placements and `host_augment`. `--data=device` never imports TensorFlow, so it runs where
+TensorFlow is absent: random images and a random neighbour table of `--num_rows` rows, the
+device placement only.
 """
 
 import json
+import os
 import pathlib
 import resource
 import statistics
@@ -35,7 +46,8 @@ from ml_collections import config_flags
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run from a checkout
 
-from ldl_jax import memory_bank, models, steps, testing  # noqa: E402
+from ldl_jax import memory_bank, models, parallel, steps, testing  # noqa: E402
+from ldl_jax.data import feeds, tables  # noqa: E402
 from ldl_jax.train_state import create_optimizer, create_train_state  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -44,6 +56,7 @@ flags.DEFINE_enum("data", "device", ["device", "pipeline"], "Where batches come 
 flags.DEFINE_string("dtype", None, "Override config.model.dtype.")
 flags.DEFINE_integer("batch_size", None, "Override config.batch_size.")
 flags.DEFINE_integer("steps", 30, "Timed steps per measurement (after one warm-up).")
+flags.DEFINE_list("host_sizes", [], "More input sizes for the host path's images/s (pipeline).")
 flags.DEFINE_integer("num_rows", 4096, "Training rows (theta size) with --data=device.")
 flags.DEFINE_float("peak_tflops", 0.0, "The device peak for MFU (e.g. 989 for H100 bf16).")
 flags.DEFINE_string("out", None, "Also write the JSON here.")
@@ -110,32 +123,43 @@ def _cross_entropy_update(model, tx, state, batch, images, batch_stats, rngs, ex
     return state, {"loss": loss}
 
 
-class PipelineData:
-    """The config's training data through `ldl_jax.data` (imports TensorFlow)."""
+def _open_data(config):
+    """The config's decoded training data through `ldl_jax.data` (imports TensorFlow)."""
+    from ldl_jax import data
 
-    def __init__(self, config):
-        from ldl_jax import data
+    return data.open_train_data(config).decode(eval_sets=False)
 
-        self.config = config
-        self.data = data.open_train_data(config).decode(eval_sets=False)
-        self.table = self.data.table
 
-    def batches(self):
-        return self.data.train_batches()
+def random_table(config, num_rows: int) -> tables.TrainTable:
+    """A training table of random labels, neighbours and VA weights (no files)."""
+    rng = np.random.default_rng(0)
+    return tables.TrainTable(
+        paths=np.array([f"{row}.png" for row in range(num_rows)]),
+        labels=(np.arange(num_rows) % config.num_classes).astype(np.int32),
+        va=rng.uniform(-1, 1, (num_rows, 2)).astype(np.float32),
+        knn=rng.integers(0, num_rows, (num_rows, config.num_neighbors)).astype(np.int32),
+        va_weights=rng.uniform(0.2, 1.0, (num_rows, config.num_neighbors)).astype(np.float32),
+    )
 
-    def device_batches(self):
-        return self.data.train_batches(place=jax.device_put)
 
-    def measure(self, num_steps: int) -> dict:
-        """Images/s of the pipeline alone (host batches, 1 + K images per example)."""
-        batches = self.batches()
+def host_images_per_s(config, size: int, num_steps: int) -> dict:
+    """All 1+K augmented images/s of the host path alone at `size`, and per core; other sizes
+    than the config's get the configs' pad, size // 28 (4 at 112, 8 at 224)."""
+    config = config.copy_and_resolve_references()
+    if size != config.input_size:
+        config.input_size, config.pad_size = size, size // 28
+    batches = _open_data(config).train_batches()
+    next(batches)
+    start = time.perf_counter()
+    for _ in range(num_steps):
         next(batches)
-        start = time.perf_counter()
-        for _ in range(num_steps):
-            next(batches)
-        seconds = (time.perf_counter() - start) / num_steps
-        per_batch = self.config.batch_size * (1 + self.config.num_neighbors)
-        return {"seconds_per_batch": seconds, "all_images_per_s": per_batch / seconds}
+    seconds = (time.perf_counter() - start) / num_steps
+    images_per_s = config.batch_size * (1 + config.num_neighbors) / seconds
+    return {
+        "pad_size": config.pad_size,
+        "all_images_per_s": images_per_s,
+        "per_core": images_per_s / len(os.sched_getaffinity(0)),
+    }
 
 
 def _compile(step_fn, state, batch):
@@ -156,6 +180,41 @@ def _time_steps(compiled, state, batches, num_steps):
         jax.block_until_ready(metrics)
         times.append(time.perf_counter() - start)
     return statistics.median(times), state
+
+
+def _time_loop(step_fn, state, batches, num_steps):
+    """Seconds per step of `num_steps` steps issued back to back (after one warm-up)."""
+    state, metrics = step_fn(state, next(batches))
+    jax.block_until_ready(metrics)
+    start = time.perf_counter()
+    for _ in range(num_steps):
+        state, metrics = step_fn(state, next(batches))
+    jax.block_until_ready(metrics)
+    return (time.perf_counter() - start) / num_steps
+
+
+def _placed_copy(parallelism, state):
+    """A placed copy of `state` (placing may alias its buffers, which the step donates)."""
+    return parallelism.place_state(jax.tree.map(jnp.copy, state))
+
+
+def measure_feed(config, model, tx, state, feed, train_labels, num_steps: int) -> dict:
+    """The trainer's step for `feed` fed end to end, and alone on the feed's first batch."""
+    parallelism = parallel.MeshParallel()
+    step_fn = parallelism.compile_train_step(
+        model, tx, config, train_labels=train_labels, input_images=feed.input_images
+    )
+    batches = feed.batches(0)
+    first = next(batches)
+    alone = _time_loop(step_fn, _placed_copy(parallelism, state), _repeat(first), num_steps)
+    fed = _time_loop(step_fn, _placed_copy(parallelism, state), batches, num_steps)
+    images = config.batch_size * (1 + config.num_neighbors)
+    return {
+        "step_alone_seconds": alone,
+        "end_to_end_seconds": fed,
+        "end_to_end_all_images_per_s": images / fed,
+        "fed_ratio": alone / fed,
+    }
 
 
 def _flops(compiled) -> float | None:
@@ -181,14 +240,14 @@ def benchmark(config) -> dict:
     b, k = config.batch_size, config.num_neighbors
     model = models.create_model(config)
     tx = create_optimizer(config, steps_per_epoch=1000)
-    pipeline = None
     if FLAGS.data == "pipeline":
-        pipeline = PipelineData(config)
-        num_rows = pipeline.table.num_rows
-        train_labels = pipeline.table.labels
+        train_data = _open_data(config)
+        table, images = train_data.table, train_data.images
     else:
-        num_rows = FLAGS.num_rows
-        train_labels = np.arange(num_rows) % config.num_classes
+        train_data = None
+        table = random_table(config, FLAGS.num_rows)
+        images = testing.random_train_images(config, FLAGS.num_rows)
+    num_rows, train_labels = table.num_rows, table.labels
     state = create_train_state(config, model, tx, num_rows)
     bank_config = config.copy_and_resolve_references()
     bank_config.neighbors = memory_bank.MEMORY_BANK
@@ -206,7 +265,6 @@ def benchmark(config) -> dict:
         "num_neighbors": k,
         "data": FLAGS.data,
     }
-    timed = {}
     for name, step_fn, images_per_example, start in (
         (
             "ldl_step",
@@ -226,7 +284,6 @@ def benchmark(config) -> dict:
         fresh = jax.tree.map(jnp.copy, start)
         compiled, compile_seconds = _compile(step_fn, fresh, batch)
         seconds, _ = _time_steps(compiled, fresh, _repeat(batch), FLAGS.steps)
-        timed[name] = compiled
         flops = _flops(compiled)
         entry = {
             "seconds_per_step": seconds,
@@ -254,24 +311,26 @@ def benchmark(config) -> dict:
             results["ldl_step"]["gflops_per_step"] / results["floor"]["gflops_per_step"]
         )
 
-    if pipeline is not None:
-        results["pipeline"] = pipeline.measure(FLAGS.steps)
-        state = jax.tree.map(jnp.copy, state)
-        batches = pipeline.device_batches()
-        next(batches)
-        start = time.perf_counter()
-        for _ in range(FLAGS.steps):
-            state, metrics = timed["ldl_step"](state, next(batches))
-        jax.block_until_ready(metrics)
-        seconds = (time.perf_counter() - start) / FLAGS.steps
-        results["end_to_end"] = {
-            "seconds_per_step": seconds,
-            "all_images_per_s": b * (1 + k) / seconds,
-            "input_bound": seconds > 1.05 * results["ldl_step"]["seconds_per_step"],
-        }
-        results["pipeline_to_step_ratio"] = (
-            results["pipeline"]["all_images_per_s"] / results["ldl_step"]["all_images_per_s"]
+    results["placements"] = {}
+    if train_data is not None:
+        config.data.placement = "host"
+        host_feed = train_data.feed(parallel.MeshParallel())
+        results["placements"]["host"] = measure_feed(
+            config, model, tx, state, host_feed, train_labels, FLAGS.steps
         )
+    device_feed = feeds.device_feed(config, table, images, parallel.MeshParallel())
+    results["placements"]["device"] = measure_feed(
+        config, model, tx, state, device_feed, train_labels, FLAGS.steps
+    )
+    if train_data is not None:
+        placements = results["placements"]
+        results["device_step_over_host_step"] = (
+            placements["device"]["step_alone_seconds"] / placements["host"]["step_alone_seconds"]
+        )
+        sizes = [config.input_size, *(int(size) for size in FLAGS.host_sizes)]
+        results["host_augment"] = {
+            str(size): host_images_per_s(config, size, FLAGS.steps) for size in sizes
+        }
     results["peak_host_memory_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     results["device_memory"] = _device_memory()
     return results

@@ -2,17 +2,16 @@
 
 Randomness is drawn for a whole global batch from a seed and sliced, so the slices that
 different processes augment concatenate to the single-process batch (docs/METHOD.md §1).
+Written as per-image parameters (`draw_params`) applied by `transform`, like its JAX twin
+`ldl_jax.data.device_augment` for device-resident images: the same parameters give the same
+pixels in both.
 """
 
 from __future__ import annotations
 
 import tensorflow as tf
 
-# Random erasing (Zhong et al.), as configured by the reference: probability, area
-# fraction range and the lower bound of the aspect ratio (upper bound 1 / that).
-ERASE_PROBABILITY = 0.5
-ERASE_AREA = (0.02, 0.3)
-ERASE_MIN_ASPECT = 0.3
+from ldl_jax.data.device_augment import ERASE_AREA, ERASE_MIN_ASPECT, ERASE_PROBABILITY
 
 
 def augment(images, seed, *, pad_size: int, random_erasing: bool) -> tf.Tensor:
@@ -54,16 +53,29 @@ def augment_slice(images, seed, start, total, *, pad_size: int, random_erasing: 
     """
     stop = start + tf.shape(images)[0]
     height, width = tf.shape(images)[1], tf.shape(images)[2]
-    params = _draw_params(seed, total, height, width, pad_size, random_erasing)
+    params = draw_params(seed, total, height, width, pad_size, random_erasing)
     params = {name: value[start:stop] for name, value in params.items()}
+    return transform(images, params, pad_size)
+
+
+def transform(images, params: dict, pad_size: int) -> tf.Tensor:
+    """Flips, zero-pads and crops each image, and erases where `params` has erasing.
+
+    `params` as `draw_params` returns them, one entry per image of `images`.
+    """
     images = _flip_pad_crop(images, params["flip"], params["offset"], pad_size)
-    if random_erasing:
+    if "erase" in params:
         images = _erase(images, params)
     return images
 
 
-def _draw_params(seed, total, height, width, pad_size: int, random_erasing: bool) -> dict:
-    """Per-image random parameters of the transform for a batch of `total` images."""
+def draw_params(seed, total, height, width, pad_size: int, random_erasing: bool) -> dict:
+    """Per-image random parameters of the transform for a batch of `total` images.
+
+    `flip` (n,) bool, `offset` (n, 2) int32 (crop rows, columns in the padded image) and with
+    `random_erasing`: `erase` (n,) bool, `top`, `left`, `erase_h`, `erase_w` (n,) int32 and
+    `noise` (n, H, W, 3) uint8.
+    """
     seeds = tf.random.experimental.stateless_split(tf.convert_to_tensor(seed), num=4)
     params = {
         "flip": tf.random.stateless_uniform([total], seeds[0]) < 0.5,

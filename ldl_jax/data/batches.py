@@ -74,6 +74,49 @@ def step_rows(
     return rows
 
 
+def train_fields(table, rows: np.ndarray) -> dict[str, np.ndarray]:
+    """Everything of an LDLVA training batch of `rows` but its images.
+
+    Args:
+      table: a `tables.TrainTable`.
+      rows: (b,) row indices.
+
+    Returns:
+      `label` (b,) int32; `va_weight` (b, K) float32; `index` (b,) int32 row ids;
+      `neighbor_index` (b, K) int32; `neighbor_label` (b, K) int32 (the neighbours' labels).
+    """
+    neighbors = table.knn[rows]
+    return {
+        "label": table.labels[rows],
+        "va_weight": table.va_weights[rows],
+        "index": rows.astype(np.int32),
+        "neighbor_index": neighbors,
+        "neighbor_label": table.labels[neighbors],
+    }
+
+
+def index_batches(
+    table,
+    *,
+    batch_size: int,
+    seed: int,
+    start_step: int = 0,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> Iterator[dict[str, np.ndarray]]:
+    """This process's `train_fields` of every global training batch from `start_step`: the
+    batches of `streams.train_batches` without their images, for images that live on the
+    devices (`ldl_jax.data.feeds`)."""
+    rows_of = step_rows(
+        table.num_rows,
+        batch_size=batch_size,
+        seed=seed,
+        process_index=process_index,
+        process_count=process_count,
+    )
+    return (train_fields(table, rows_of(step)) for step in itertools.count(start_step))
+
+
 def check_images(images: np.ndarray, num_rows: int) -> None:
     """`images` must be the (num_rows, S, S, 3) uint8 images of a table's rows."""
     if images.shape[0] != num_rows or images.dtype != np.uint8 or images.ndim != 4:

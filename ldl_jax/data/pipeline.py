@@ -4,7 +4,8 @@ Everything is validated when opened (the config's values, every CSV, every image
 any image is decoded or anything in the workdir is written; `TrainData.decode(workdir)` then
 decodes the training images (into a memmap cache in the workdir when they are large) and every
 evaluation set. `config.task` picks the tables and the stream: LDLVA's (`expression`,
-`valence`, `arousal`, `knn`) or the VA regressor's (`valence`, `arousal`).
+`valence`, `arousal`, `knn`) or the VA regressor's (`valence`, `arousal`). `TrainData.feed`
+gives LDLVA's trainer its batches for `config.data.placement` (`ldl_jax.data.feeds`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 from absl import logging
 
 from ldl_jax import config_checks, memory_bank, synthetic, va_model
-from ldl_jax.data import batches, images, streams, tables
+from ldl_jax.data import batches, feeds, images, streams, tables
 
 
 def resolve(path) -> pathlib.Path:
@@ -184,6 +185,17 @@ class TrainData:
             process_count=jax.process_count(),
         )
         return host if place is None else batches.prefetch_to_device(host, place)
+
+    def feed(self, parallelism) -> feeds.Feed:
+        """LDLVA's training feed for `config.data.placement`, once `decode` ran: augmented
+        images from the host, or row indices into images placed on the devices now."""
+        placement = feeds.choose_placement(self.config, self.images.nbytes)
+        logging.info("Training images placed on the %s (config.data.placement)", placement)
+        if placement == "device":
+            return feeds.device_feed(self.config, self.table, self.images, parallelism)
+        return feeds.Feed(
+            lambda start_step: self.train_batches(start_step, parallelism.place_batch)
+        )
 
 
 def _read_train_table(config):

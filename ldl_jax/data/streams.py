@@ -75,23 +75,16 @@ def train_batches(
 
     def make_batch(step: int) -> dict[str, np.ndarray]:
         rows = rows_of(step)
-        neighbors = table.knn[rows]
-        batch = {
-            "label": table.labels[rows],
-            "va_weight": table.va_weights[rows],
-            "index": rows.astype(np.int32),
-            "neighbor_index": neighbors,
-            "neighbor_label": table.labels[neighbors],
-        }
+        fields = batches.train_fields(table, rows)
         central = np.take(images, rows, axis=0)
-        if neighbor_images:
-            image, neighbor_image = augment_batch(
-                central, np.take(images, neighbors.reshape(-1), axis=0), np.int64(step)
-            )
-            batch["neighbor_image"] = neighbor_image.numpy()
-        else:
-            image = augment_central(central, np.int64(step))
-        return {"image": image.numpy(), **batch}
+        if not neighbor_images:
+            return {"image": augment_central(central, np.int64(step)).numpy(), **fields}
+        image, neighbor_image = augment_batch(
+            central,
+            np.take(images, fields["neighbor_index"].reshape(-1), axis=0),
+            np.int64(step),
+        )
+        return {"image": image.numpy(), "neighbor_image": neighbor_image.numpy(), **fields}
 
     return batches.prefetch(make_batch, itertools.count(start_step))
 
