@@ -79,8 +79,8 @@ class _MetricBuffer:
 
 
 def open_run(config, workdir, state, parallelism, num_rows: int, new_meta: dict):
-    """Opens a run's workdir: checks its checkpoints' signature, resumes from the latest one,
-    writes config.json and logs the parameters.
+    """Opens a run's workdir: checks its checkpoints' signature, resumes from the newest one
+    that reads back (`Checkpoints.resume`), writes config.json and logs the parameters.
 
     Returns (state, meta, checkpoints, writer); `meta` is `new_meta` plus the signature for a
     new run, the checkpoint's meta for a resumed one.
@@ -89,8 +89,9 @@ def open_run(config, workdir, state, parallelism, num_rows: int, new_meta: dict)
     signature = checkpointing.model_signature(config, num_rows)
     checkpoints.check_signature(signature)
     meta = {"signature": signature, **new_meta}
-    if checkpoints.latest_step() is not None:
-        state, meta = checkpoints.restore(parallelism.checkpoint_target(state))
+    resumed = checkpoints.resume(parallelism.checkpoint_target(state))
+    if resumed is not None:
+        state, meta = resumed
         logging.info("Resumed from step %d", int(state.step))
 
     workdir.mkdir(parents=True, exist_ok=True)

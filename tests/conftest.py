@@ -41,6 +41,21 @@ def make_data_config(data_dir, **overrides):
 NUM_TRAIN, NUM_VAL, NUM_TEST = 40, 10, 13  # 13 test images: not a multiple of any batch size
 
 
+def latest_state(config, workdir, step=None):
+    """(state, meta) of a workdir's latest checkpoint (or `step`) trained on `synthetic_dir`."""
+    from ldl_jax import checkpointing, models
+    from ldl_jax.train_state import create_optimizer, create_train_state
+
+    model = models.create_model(config)
+    tx = create_optimizer(config, 1)
+    target = jax.eval_shape(lambda: create_train_state(config, model, tx, NUM_TRAIN))
+    checkpoints = checkpointing.Checkpoints(workdir)
+    try:
+        return checkpoints.restore(target, step=step)
+    finally:
+        checkpoints.close()
+
+
 @pytest.fixture(scope="session")
 def synthetic_dir(tmp_path_factory):
     """A small synthetic data set at 16x16 with 4 neighbours per row, made once."""

@@ -2,36 +2,18 @@
 no traceback, and the workdir untouched."""
 
 import os
-import pathlib
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
 
 from ldl_jax import workdir_lock
-
-REPO = pathlib.Path(__file__).resolve().parents[1]
-TINY_CONFIG = """
-from tests.conftest import make_data_config
-import pathlib
-
-def get_config():
-    return make_data_config(pathlib.Path({data!r}))
-"""
+from tests import trainer_cli
 
 
 def _run(tmp_path, data_dir, *extra, workdir=None):
-    config = tmp_path / "tiny_config.py"
-    config.write_text(TINY_CONFIG.format(data=str(data_dir)))
     workdir = workdir or tmp_path / "run"
-    command = [sys.executable, "-m", "ldl_jax.main", f"--config={config}", f"--workdir={workdir}"]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    done = subprocess.run(
-        command + list(extra), capture_output=True, text=True, cwd=REPO, env=env, timeout=300
-    )
-    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
-    return done, errors, workdir
+    done = trainer_cli.run(tmp_path, data_dir, workdir, *extra)
+    return done, trainer_cli.error_lines(done), workdir
 
 
 def _bad_copy(synthetic_dir, tmp_path, mutate):
