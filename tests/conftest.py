@@ -41,8 +41,9 @@ def make_data_config(data_dir, **overrides):
 NUM_TRAIN, NUM_VAL, NUM_TEST = 40, 10, 13  # 13 test images: not a multiple of any batch size
 
 
-def latest_state(config, workdir, step=None):
-    """(state, meta) of a workdir's latest checkpoint (or `step`) trained on `synthetic_dir`."""
+def latest_state(config, workdir, step=None, which="latest"):
+    """(state, meta) of a workdir's latest checkpoint (or `step`, or the `which="best"` one)
+    trained on `synthetic_dir`."""
     from ldl_jax import checkpointing, models
     from ldl_jax.train_state import create_optimizer, create_train_state
 
@@ -51,7 +52,7 @@ def latest_state(config, workdir, step=None):
     target = jax.eval_shape(lambda: create_train_state(config, model, tx, NUM_TRAIN))
     checkpoints = checkpointing.Checkpoints(workdir)
     try:
-        return checkpoints.restore(target, step=step)
+        return checkpoints.restore(target, which, step)
     finally:
         checkpoints.close()
 
