@@ -3,6 +3,7 @@
 import pathlib
 
 import jax
+import ml_collections
 import pytest
 
 from configs import default
@@ -57,21 +58,29 @@ def latest_state(config, workdir, step=None, which="latest"):
         checkpoints.close()
 
 
+def synthetic_spec(data_dir) -> ml_collections.ConfigDict:
+    """`config.data.synthetic` for a small set at 16x16 with 4 neighbours per row."""
+    return ml_collections.ConfigDict(
+        dict(
+            dir=str(data_dir),
+            seed=0,
+            num_train=NUM_TRAIN,
+            num_val=NUM_VAL,
+            num_test=NUM_TEST,
+            image_size=16,
+            num_neighbors=4,
+        )
+    )
+
+
 @pytest.fixture(scope="session")
 def synthetic_dir(tmp_path_factory):
-    """A small synthetic data set at 16x16 with 4 neighbours per row, made once."""
+    """The `synthetic_spec` set, made once."""
     from ldl_jax import synthetic
 
     out = tmp_path_factory.mktemp("data") / "synthetic"
-    synthetic.make_synthetic_fer(
-        out,
-        seed=0,
-        num_train=NUM_TRAIN,
-        num_val=NUM_VAL,
-        num_test=NUM_TEST,
-        image_size=16,
-        num_neighbors=4,
-    )
+    spec = synthetic_spec(out)
+    synthetic.make_synthetic_fer(out, **{k: v for k, v in spec.items() if k != "dir"})
     return out
 
 
