@@ -102,12 +102,12 @@ class Checkpoints:
         self.managers = {
             LATEST: ocp.CheckpointManager(
                 directory / LATEST,
-                options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+                options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=False),
             ),
             BEST: ocp.CheckpointManager(
                 directory / BEST,
                 options=ocp.CheckpointManagerOptions(
-                    max_to_keep=1, best_fn=lambda metrics: metrics["accuracy"], create=True
+                    max_to_keep=1, best_fn=lambda metrics: metrics["accuracy"], create=False
                 ),
             ),
         }

@@ -1,5 +1,6 @@
 """Shared fixtures: a tiny config and random batches in the train step's format."""
 
+import hashlib
 import pathlib
 
 import jax
@@ -40,6 +41,16 @@ def make_data_config(data_dir, **overrides):
 
 
 NUM_TRAIN, NUM_VAL, NUM_TEST = 40, 10, 13  # 13 test images: not a multiple of any batch size
+
+
+def file_digests(directory: pathlib.Path) -> dict[str, str]:
+    """Relative path -> SHA-256 of every file under `directory`: equal before and after means
+    nothing in it changed."""
+    return {
+        str(path.relative_to(directory)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(directory.rglob("*"))
+        if path.is_file()
+    }
 
 
 def latest_state(config, workdir, step=None, which="latest"):

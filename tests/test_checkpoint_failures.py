@@ -2,7 +2,6 @@
 run's checkpoint truncated or removed, the trainer's command line run with a file size limit
 (writes fail in the kernel, as on a full disk) or on a read-only workdir."""
 
-import hashlib
 import os
 import pathlib
 import shutil
@@ -14,7 +13,7 @@ import pytest
 
 from ldl_jax import checkpointing, train
 from tests import trainer_cli
-from tests.conftest import latest_state, make_data_config
+from tests.conftest import file_digests, latest_state, make_data_config
 
 STEPS, SAVE_FLAGS = 20, ("--config.num_train_steps=20", "--config.save_interval=1")
 
@@ -37,15 +36,6 @@ def _copy(trained, tmp_path) -> pathlib.Path:
     workdir = tmp_path / "run"
     shutil.copytree(trained[0], workdir)
     return workdir
-
-
-def _fingerprint(directory: pathlib.Path) -> dict[str, str]:
-    """Relative path -> SHA-256 of every file under `directory`."""
-    return {
-        str(path.relative_to(directory)): hashlib.sha256(path.read_bytes()).hexdigest()
-        for path in sorted(directory.rglob("*"))
-        if path.is_file()
-    }
 
 
 def _truncate_largest_file(step_dir: pathlib.Path) -> None:
@@ -82,7 +72,7 @@ def test_resume_falls_back_past_a_damaged_latest_checkpoint(
 ):
     workdir = _copy(trained, tmp_path)
     latest = workdir / "checkpoints" / "latest"
-    intact = _fingerprint(latest / "10")
+    intact = file_digests(latest / "10")
     DAMAGES[damage](latest / "20")
 
     train.train_and_evaluate(_config(synthetic_dir), workdir)
@@ -90,7 +80,7 @@ def test_resume_falls_back_past_a_damaged_latest_checkpoint(
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert any("Damaged checkpoint" in w and str(latest / "20") in w for w in warnings), warnings
     assert (workdir / "checkpoints" / "damaged" / "latest-20").is_dir()  # set aside, not deleted
-    assert _fingerprint(latest / "10") == intact
+    assert file_digests(latest / "10") == intact
     # Resumed from step 10, the run replayed steps 11..20 to the undamaged run's state.
     state, _ = latest_state(_config(synthetic_dir), workdir)
     _assert_same_state(trained[1], state)
@@ -103,10 +93,10 @@ def test_no_readable_checkpoint_stops_the_run_and_moves_nothing(synthetic_dir, t
     latest = workdir / "checkpoints" / "latest"
     for step in ("10", "20"):
         _truncate_largest_file(latest / step)
-    damaged = _fingerprint(latest)
+    damaged = file_digests(latest)
     with pytest.raises(checkpointing.CheckpointReadError, match=str(latest / "20")):
         train.train_and_evaluate(_config(synthetic_dir), workdir)
-    assert _fingerprint(latest) == damaged
+    assert file_digests(latest) == damaged
     assert not (workdir / "checkpoints" / "damaged").exists()
 
 
@@ -140,7 +130,7 @@ def _run_with_file_size_limit(limit, *args):
 
 def test_full_disk_at_start_names_the_workdir_and_changes_nothing(synthetic_dir, trained, tmp_path):
     workdir = _copy(trained, tmp_path)
-    before = _fingerprint(workdir)
+    before = file_digests(workdir)
     # 16 bytes: enough for the imports' temporary-directory probe, not for the lock file.
     done = _run_with_file_size_limit(16, tmp_path, synthetic_dir, workdir, *SAVE_FLAGS)
     assert done.returncode == 2, done.stderr[-3000:]
@@ -148,13 +138,13 @@ def test_full_disk_at_start_names_the_workdir_and_changes_nothing(synthetic_dir,
         f"error: cannot write to the workdir {workdir}: File too large "
         f"({workdir / 'lock.json'}); check its permissions and free space"
     ]
-    assert _fingerprint(workdir) == before  # no lock file left behind
+    assert file_digests(workdir) == before  # no lock file left behind
 
 
 def test_full_disk_at_a_save_keeps_the_earlier_checkpoints(synthetic_dir, trained, tmp_path):
     workdir = _copy(trained, tmp_path)
     latest = workdir / "checkpoints" / "latest"
-    intact = {step: _fingerprint(latest / step) for step in ("10", "20")}
+    intact = {step: file_digests(latest / step) for step in ("10", "20")}
     # 256 KiB: the events and JSON files fit, a checkpoint's data file (over 1 MiB) does not.
     done = _run_with_file_size_limit(
         256 << 10, tmp_path, synthetic_dir, workdir, "--config.num_train_steps=30", SAVE_FLAGS[1]
@@ -163,7 +153,7 @@ def test_full_disk_at_a_save_keeps_the_earlier_checkpoints(synthetic_dir, traine
     [error] = trainer_cli.error_lines(done)
     assert f"error: CheckpointWriteError: cannot save a checkpoint in {latest} (" in error
     assert "File too large" in error and "kept (steps [10, 20])" in error
-    assert {step: _fingerprint(latest / step) for step in ("10", "20")} == intact
+    assert {step: file_digests(latest / step) for step in ("10", "20")} == intact
     state, _ = latest_state(_config(synthetic_dir), workdir)
     _assert_same_state(trained[1], state)
 
