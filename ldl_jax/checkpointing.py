@@ -97,8 +97,7 @@ class Checkpoints:
     """The latest (every `max_to_keep`) and best checkpoints of one workdir."""
 
     def __init__(self, workdir, *, max_to_keep: int = 2):
-        directory = pathlib.Path(workdir).absolute() / "checkpoints"
-        self.directory = directory
+        self.directory = directory = pathlib.Path(workdir).absolute() / "checkpoints"
         self.managers = {
             LATEST: ocp.CheckpointManager(
                 directory / LATEST,
@@ -214,18 +213,19 @@ class Checkpoints:
     def _set_aside(self, which: str, step: int, error: CheckpointReadError) -> None:
         """Moves an unreadable checkpoint to checkpoints/damaged/WHICH-STEP (process 0; the
         others wait), so the resumed run can save that step again."""
-        source = self.managers[which].directory / str(step)
-        destination = self.directory / DAMAGED / f"{which}-{step}"
-        copies = 0
-        while destination.exists():
-            copies += 1
-            destination = self.directory / DAMAGED / f"{which}-{step}.{copies}"
-        logging.warning(
-            "Damaged checkpoint moved to %s; resuming from an earlier one: %s", destination, error
-        )
         if jax.process_index() == 0:
+            destination = self.directory / DAMAGED / f"{which}-{step}"
+            copies = 0
+            while destination.exists():
+                copies += 1
+                destination = self.directory / DAMAGED / f"{which}-{step}.{copies}"
             destination.parent.mkdir(parents=True, exist_ok=True)
-            pathlib.Path(source).rename(destination)
+            pathlib.Path(self.managers[which].directory / str(step)).rename(destination)
+            logging.warning(
+                "Damaged checkpoint moved to %s; resuming from an earlier one: %s",
+                destination,
+                error,
+            )
         if jax.process_count() > 1:
             multihost_utils.sync_global_devices(f"set aside {which} checkpoint {step}")
 
