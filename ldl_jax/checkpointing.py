@@ -4,17 +4,26 @@ Each checkpoint holds the `TrainState` and a small JSON `meta` item with the mod
 (what must match for a restore to make sense) and the run's bookkeeping (best validation
 accuracy, evaluation history). A mismatched signature is reported before anything is restored
 or written, so a workdir is never overwritten by another model's run.
+
+A resumed run starts from the newest latest checkpoint that reads back. Newer ones that do not
+(a truncated file, a missing item, a half-copied directory) are moved to
+`checkpoints/damaged/`, never deleted, with a warning naming them; when none reads back, the
+run stops and nothing is moved.
 """
 
+import contextlib
 import copy
 import pathlib
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from absl import logging
+from jax.experimental import multihost_utils
 
 LATEST = "latest"
 BEST = "best"
+DAMAGED = "damaged"  # checkpoints/damaged/: where unreadable checkpoints are set aside
 
 
 def parse_checkpoint(checkpoint: str) -> tuple[str, int | None]:
@@ -28,6 +37,27 @@ def parse_checkpoint(checkpoint: str) -> tuple[str, int | None]:
 
 class CheckpointMismatchError(ValueError):
     """A checkpoint in the workdir was written by a different model or data set."""
+
+
+class CheckpointReadError(RuntimeError):
+    """A checkpoint's files cannot be read back (damaged, or written by other code)."""
+
+
+class CheckpointWriteError(RuntimeError):
+    """A checkpoint could not be written (e.g. the disk is full); the earlier ones are kept."""
+
+
+# Where TensorStore's messages turn from the cause to pages of its own specification.
+_TENSORSTORE_DETAILS = (" [tensorstore_spec=", " See full TensorStore details")
+
+
+def _one_line(error: BaseException) -> str:
+    """`Type: first line of the message`, without TensorStore's specification dump."""
+    message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+    line = (str(message).strip().splitlines() or [""])[0]
+    for marker in _TENSORSTORE_DETAILS:
+        line = line.split(marker)[0]
+    return f"{type(error).__name__}: {line}"
 
 
 def model_signature(config, num_train_rows: int) -> dict[str, Any]:
@@ -72,16 +102,16 @@ class Checkpoints:
     """The latest (every `max_to_keep`) and best checkpoints of one workdir."""
 
     def __init__(self, workdir, *, max_to_keep: int = 2):
-        directory = pathlib.Path(workdir).absolute() / "checkpoints"
+        self.directory = directory = pathlib.Path(workdir).absolute() / "checkpoints"
         self.managers = {
             LATEST: ocp.CheckpointManager(
                 directory / LATEST,
-                options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+                options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=False),
             ),
             BEST: ocp.CheckpointManager(
                 directory / BEST,
                 options=ocp.CheckpointManagerOptions(
-                    max_to_keep=1, best_fn=lambda metrics: metrics["accuracy"], create=True
+                    max_to_keep=1, best_fn=lambda metrics: metrics["accuracy"], create=False
                 ),
             ),
         }
@@ -103,20 +133,40 @@ class Checkpoints:
             )
         return step
 
+    def _restore(self, which: str, step: int | None, args: ocp.args.Composite):
+        """The manager's restore of an existing step; failing files raise CheckpointReadError
+        naming the checkpoint."""
+        step = self.existing_step(which, step)
+        try:
+            return self.managers[which].restore(step, args=args)
+        except (jax.errors.JaxRuntimeError, MemoryError):
+            raise  # the device or the host, not the files
+        except Exception as error:  # noqa: BLE001 - orbax and TensorStore raise many kinds
+            raise CheckpointReadError(
+                f"cannot read the checkpoint {self.managers[which].directory / str(step)} "
+                f"({_one_line(error)})"
+            ) from error
+
     def read_meta(self, which: str = LATEST, step: int | None = None) -> dict[str, Any]:
         """The JSON meta item of a checkpoint (the latest by default)."""
-        restored = self.managers[which].restore(
-            self.existing_step(which, step),
-            args=ocp.args.Composite(meta=ocp.args.JsonRestore()),
-        )
-        return restored["meta"]
+        return self._restore(which, step, ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+
+    def _newest_readable_meta(self, which: str) -> dict[str, Any] | None:
+        for step in sorted(self.managers[which].all_steps(), reverse=True):
+            try:
+                return self.read_meta(which, step)
+            except CheckpointReadError as error:
+                logging.warning("%s; looking at an earlier one", error)
+        return None
 
     def check_signature(self, signature: dict[str, Any]) -> None:
-        """Raises CheckpointMismatchError if a stored checkpoint has another signature."""
+        """Raises CheckpointMismatchError if a stored checkpoint has another signature (the
+        newest readable one of each series is compared)."""
         for which, manager in self.managers.items():
-            if manager.latest_step() is None:
+            meta = self._newest_readable_meta(which)
+            if meta is None:
                 continue
-            stored = self.read_meta(which)["signature"]
+            stored = meta["signature"]
             if stored != signature:
                 differences = {
                     key: (stored.get(key), signature.get(key))
@@ -131,13 +181,58 @@ class Checkpoints:
     def restore(self, target, which: str = LATEST, step: int | None = None):
         """Restores (state, meta) into the structure and shardings of `target`."""
         abstract = jax.tree.map(_restore_spec, target)
-        restored = self.managers[which].restore(
-            self.existing_step(which, step),
-            args=ocp.args.Composite(
+        restored = self._restore(
+            which,
+            step,
+            ocp.args.Composite(
                 state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
             ),
         )
         return restored["state"], restored["meta"]
+
+    def resume(self, target):
+        """(state, meta) of the newest latest checkpoint that reads back into `target`, or None
+        when there is no checkpoint.
+
+        Newer checkpoints that fail while an older one reads back are damaged: they are moved
+        to checkpoints/damaged/ with a warning. If none reads back (damaged, or not this
+        code's state), the newest one's CheckpointReadError is raised and nothing is moved.
+        """
+        failures = []
+        for step in sorted(self.managers[LATEST].all_steps(), reverse=True):
+            try:
+                restored = self.restore(target, LATEST, step)
+            except CheckpointReadError as error:
+                logging.warning("%s; trying an earlier one", error)
+                failures.append((step, error))
+                continue
+            for failed_step, error in failures:
+                self._set_aside(LATEST, failed_step, error)
+            if failures:
+                self.managers[LATEST].reload()
+            return restored
+        if failures:
+            raise failures[0][1]
+        return None
+
+    def _set_aside(self, which: str, step: int, error: CheckpointReadError) -> None:
+        """Moves an unreadable checkpoint to checkpoints/damaged/WHICH-STEP (process 0; the
+        others wait), so the resumed run can save that step again."""
+        if jax.process_index() == 0:
+            destination = self.directory / DAMAGED / f"{which}-{step}"
+            copies = 0
+            while destination.exists():
+                copies += 1
+                destination = self.directory / DAMAGED / f"{which}-{step}.{copies}"
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            pathlib.Path(self.managers[which].directory / str(step)).rename(destination)
+            logging.warning(
+                "Damaged checkpoint moved to %s; resuming from an earlier one: %s",
+                destination,
+                error,
+            )
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices(f"set aside {which} checkpoint {step}")
 
     def restore_fields(self, target, which: str = LATEST, step: int | None = None) -> dict:
         """Only some fields of the saved state, on one device.
@@ -147,9 +242,10 @@ class Checkpoints:
         """
         device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         restore_args = jax.tree.map(lambda _: ocp.ArrayRestoreArgs(sharding=device), target)
-        restored = self.managers[which].restore(
-            self.existing_step(which, step),
-            args=ocp.args.Composite(
+        restored = self._restore(
+            which,
+            step,
+            ocp.args.Composite(
                 state=ocp.args.PyTreeRestore(
                     item=target, restore_args=restore_args, partial_restore=True
                 )
@@ -158,21 +254,46 @@ class Checkpoints:
         return {field: restored["state"][field] for field in target}
 
     def save(self, state, meta: dict[str, Any], which: str = LATEST, metrics=None) -> None:
-        """Saves asynchronously; `metrics` (with 'accuracy') ranks the best checkpoints."""
-        self.managers[which].save(
-            int(state.step),
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state),
-                # A copy: the save finishes in the background while the caller goes on.
-                meta=ocp.args.JsonSave(copy.deepcopy(meta)),
-            ),
-            metrics=metrics,
-            force=True,
-        )
+        """Saves asynchronously; `metrics` (with 'accuracy') ranks the best checkpoints.
+
+        A step that is already saved is skipped: a run resumed from an earlier checkpoint
+        replays the interrupted run exactly and reaches the same state there. A failure of
+        this save or of the previous one raises CheckpointWriteError.
+        """
+        manager = self.managers[which]
+        step = int(state.step)
+        if step in manager.all_steps():
+            return
+        with self._writing(which):
+            manager.save(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(state),
+                    # A copy: the save finishes in the background while the caller goes on.
+                    meta=ocp.args.JsonSave(copy.deepcopy(meta)),
+                ),
+                metrics=metrics,
+                force=True,
+            )
 
     def wait_until_finished(self) -> None:
-        for manager in self.managers.values():
-            manager.wait_until_finished()
+        for which, manager in self.managers.items():
+            with self._writing(which):
+                manager.wait_until_finished()
+
+    @contextlib.contextmanager
+    def _writing(self, which: str):
+        """Reports a failed (possibly asynchronous) save as CheckpointWriteError, naming the
+        directory and the steps it still holds."""
+        try:
+            yield
+        except Exception as error:  # noqa: BLE001 - orbax and TensorStore raise many kinds
+            manager = self.managers[which]
+            manager.reload()
+            raise CheckpointWriteError(
+                f"cannot save a checkpoint in {manager.directory} ({_one_line(error)}); "
+                f"the checkpoints saved before it are kept (steps {sorted(manager.all_steps())})"
+            ) from error
 
     def close(self) -> None:
         for manager in self.managers.values():

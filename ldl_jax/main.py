@@ -1,8 +1,9 @@
 """Trains or evaluates LDLVA. Intentionally kept short: the logic lives in `ldl_jax.train`.
 
-Errors in the input (flags, config, data files, a checkpoint of another model, a workdir in use)
-end with one line on stderr naming the culprit and exit code 2; other failures exit 1. Only
-`--verbose` shows the traceback. A training run holds `WORKDIR/lock.json` while it runs.
+Errors in the input (flags, config, data files, a checkpoint of another model, a workdir in use
+or not writable) end with one line on stderr naming the culprit and exit code 2; other failures
+(a checkpoint that cannot be read or saved, ...) exit 1. Only `--verbose` shows the traceback. A
+training run holds `WORKDIR/lock.json` while it runs.
 
   python -m ldl_jax.main --config=configs/synthetic.py --workdir=runs/synthetic
   python -m ldl_jax.main --config=configs/resnet50_raf.py --workdir=runs/raf \\
@@ -46,6 +47,7 @@ INPUT_ERRORS = (
     tables.DataError,
     checkpointing.CheckpointMismatchError,
     workdir_lock.WorkdirLockedError,
+    workdir_lock.WorkdirNotWritableError,
     FileNotFoundError,
     ValueError,
     KeyError,
@@ -53,8 +55,21 @@ INPUT_ERRORS = (
 
 
 def _fail(error: BaseException, code: int) -> None:
-    print(f"error: {error}", file=sys.stderr)
+    sys.stderr.write(f"error: {error}\n")  # one write: background threads may log meanwhile
     sys.exit(code)
+
+
+def _drop_closed_loop_reports(unraisable) -> None:
+    """An unraisable-exception hook without orbax's "Event loop is closed" reports.
+
+    orbax runs TensorStore reads and writes in an event loop that it closes as soon as one of
+    them fails (a damaged checkpoint, a full disk); the others' completions then hit the closed
+    loop and each prints a traceback that says nothing about the run.
+    """
+    error = unraisable.exc_value
+    if isinstance(error, RuntimeError) and str(error) == "Event loop is closed":
+        return
+    sys.__unraisablehook__(unraisable)
 
 
 def parse_flags(argv):
@@ -88,6 +103,7 @@ def initialize_distributed():
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    sys.unraisablehook = _drop_closed_loop_reports
     # TensorFlow only feeds data: keep it off the accelerators JAX uses.
     tf.config.set_visible_devices([], "GPU")
     if FLAGS.distributed:

@@ -87,21 +87,25 @@ class _MetricBuffer:
         return {f"train/{name}": float(np.mean([m[name] for m in fetched])) for name in fetched[0]}
 
 
-def open_run(config, workdir, state, parallelism, num_rows: int, new_meta: dict):
-    """Opens a run's workdir: checks its checkpoints' signature, resumes from the latest one,
-    writes config.json and logs the parameters.
+def open_run(config, workdir, state, parallelism, train_data, new_meta: dict):
+    """Opens a run's workdir: checks its checkpoints' signature, resumes from the newest one
+    that reads back (`Checkpoints.resume`), decodes `train_data` (a `data.TrainData`), writes
+    config.json and logs the parameters. Nothing is written before the images decode, so a
+    corrupt image leaves the workdir as it was.
 
     Returns (state, meta, checkpoints, writer); `meta` is `new_meta` plus the signature for a
     new run, the checkpoint's meta for a resumed one.
     """
     checkpoints = checkpointing.Checkpoints(workdir)
-    signature = checkpointing.model_signature(config, num_rows)
+    signature = checkpointing.model_signature(config, train_data.num_rows)
     checkpoints.check_signature(signature)
     meta = {"signature": signature, **new_meta}
-    if checkpoints.latest_step() is not None:
-        state, meta = checkpoints.restore(parallelism.checkpoint_target(state))
+    resumed = checkpoints.resume(parallelism.checkpoint_target(state))
+    if resumed is not None:
+        state, meta = resumed
         logging.info("Resumed from step %d", int(state.step))
 
+    train_data.decode(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     if jax.process_index() == 0:
         _write_json(workdir / "config.json", json.loads(config.to_json_best_effort()))
@@ -130,11 +134,9 @@ def train_and_evaluate(config, workdir) -> dict[str, Any]:
         workdir,
         state,
         parallelism,
-        table.num_rows,
+        train_data,
         {"best_val_accuracy": None, "val_history": []},
     )
-
-    train_data.decode(workdir)
     if memory_bank.uses_bank(config) and int(state.step) == 0:  # a fresh run (not resumed)
         state = memory_bank.fill(state, model, train_data.images, config.eval_batch_size)
     eval_sets = train_data.eval_sets

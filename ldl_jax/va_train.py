@@ -82,11 +82,9 @@ def train_and_evaluate(config, workdir) -> dict[str, Any]:
         workdir,
         state,
         parallelism,
-        train_data.num_rows,
+        train_data,
         {"best_val_ccc": None, "val_history": []},
     )
-
-    train_data.decode(workdir)
     eval_sets = train_data.eval_sets
     train_step = jax.jit(
         va_model.make_va_train_step(model, tx, config.get("va_loss", va_model.DEFAULT_LOSS)),

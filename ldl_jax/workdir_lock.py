@@ -28,6 +28,10 @@ class WorkdirLockedError(RuntimeError):
     """Another live run holds the workdir."""
 
 
+class WorkdirNotWritableError(RuntimeError):
+    """The workdir or its lock file cannot be created or written (permissions, a full disk)."""
+
+
 def _process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -58,21 +62,41 @@ def _read_holder(path: pathlib.Path) -> dict:
         return {"host": "unknown", "pid": -1}  # unreadable: a half-written lock
 
 
+def _create(path: pathlib.Path, record: dict) -> bool:
+    """Creates `path` holding `record`; False if it exists. A failed write removes the file
+    again, so a full disk leaves no empty lock behind."""
+    try:
+        descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    try:
+        with os.fdopen(descriptor, "w") as file:
+            json.dump(record, file)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return True
+
+
 def acquire(workdir, stale_seconds: float = STALE_SECONDS) -> pathlib.Path:
-    """Creates the lock file of `workdir` (and the workdir); raises WorkdirLockedError when a
-    live run holds it."""
+    """Creates the lock file of `workdir` (and the workdir).
+
+    Raises:
+      WorkdirLockedError: a live run holds the workdir.
+      WorkdirNotWritableError: the workdir or the lock file cannot be written.
+    """
     workdir = pathlib.Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / LOCK_FILE
     record = {
         "host": socket.gethostname(),
         "pid": os.getpid(),
         "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
-    for _ in range(2):  # a second try after removing a stale lock
-        try:
-            descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):  # a second try after removing a stale lock
+            if _create(path, record):
+                return path
             holder = _read_holder(path)
             reason = _stale_reason(path, holder, stale_seconds)
             if reason is None:
@@ -80,13 +104,14 @@ def acquire(workdir, stale_seconds: float = STALE_SECONDS) -> pathlib.Path:
                     f"{workdir} is in use by another run (host {holder.get('host')}, pid "
                     f"{holder.get('pid')}, started {holder.get('started', '?')}); wait for it, "
                     f"use another --workdir, or delete {path} if that run is dead"
-                ) from None
+                )
             logging.warning("Taking over the stale lock %s (%s): %s", path, reason, holder)
             path.unlink(missing_ok=True)
-            continue
-        with os.fdopen(descriptor, "w") as file:
-            json.dump(record, file)
-        return path
+    except OSError as error:
+        raise WorkdirNotWritableError(
+            f"cannot write to the workdir {workdir}: {error.strerror or error} "
+            f"({error.filename or path}); check its permissions and free space"
+        ) from error
     raise WorkdirLockedError(f"{path}: another run took the lock at the same moment")
 
 
@@ -95,25 +120,27 @@ def hold(workdir, heartbeat_seconds: float = HEARTBEAT_SECONDS):
     """Holds the workdir's lock for the block, refreshing its heartbeat; removes it after.
 
     A workdir this call created is removed again if the run left nothing in it (e.g. its data
-    was refused), so a failed start leaves no trace.
+    was refused, or the lock could not be written), so a failed start leaves no trace.
     """
     created = not pathlib.Path(workdir).exists()
-    path = acquire(workdir)
-    stop = threading.Event()
-
-    def beat():
-        while not stop.wait(heartbeat_seconds):
-            with contextlib.suppress(OSError):
-                os.utime(path)
-
-    thread = threading.Thread(target=beat, name="workdir-lock-heartbeat", daemon=True)
-    thread.start()
     try:
-        yield path
+        path = acquire(workdir)
+        stop = threading.Event()
+
+        def beat():
+            while not stop.wait(heartbeat_seconds):
+                with contextlib.suppress(OSError):
+                    os.utime(path)
+
+        thread = threading.Thread(target=beat, name="workdir-lock-heartbeat", daemon=True)
+        thread.start()
+        try:
+            yield path
+        finally:
+            stop.set()
+            thread.join()
+            path.unlink(missing_ok=True)
     finally:
-        stop.set()
-        thread.join()
-        path.unlink(missing_ok=True)
         if created:
             with contextlib.suppress(OSError):  # not empty: the run wrote something
-                path.parent.rmdir()
+                pathlib.Path(workdir).rmdir()

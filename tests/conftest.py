@@ -1,8 +1,10 @@
 """Shared fixtures: a tiny config and random batches in the train step's format."""
 
+import hashlib
 import pathlib
 
 import jax
+import ml_collections
 import pytest
 
 from configs import default
@@ -41,21 +43,55 @@ def make_data_config(data_dir, **overrides):
 NUM_TRAIN, NUM_VAL, NUM_TEST = 40, 10, 13  # 13 test images: not a multiple of any batch size
 
 
+def file_digests(directory: pathlib.Path) -> dict[str, str]:
+    """Relative path -> SHA-256 of every file under `directory`: equal before and after means
+    nothing in it changed."""
+    return {
+        str(path.relative_to(directory)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(directory.rglob("*"))
+        if path.is_file()
+    }
+
+
+def latest_state(config, workdir, step=None, which="latest"):
+    """(state, meta) of a workdir's latest checkpoint (or `step`, or the `which="best"` one)
+    trained on `synthetic_dir`."""
+    from ldl_jax import checkpointing, models
+    from ldl_jax.train_state import create_optimizer, create_train_state
+
+    model = models.create_model(config)
+    tx = create_optimizer(config, 1)
+    target = jax.eval_shape(lambda: create_train_state(config, model, tx, NUM_TRAIN))
+    checkpoints = checkpointing.Checkpoints(workdir)
+    try:
+        return checkpoints.restore(target, which, step)
+    finally:
+        checkpoints.close()
+
+
+def synthetic_spec(data_dir) -> ml_collections.ConfigDict:
+    """`config.data.synthetic` for a small set at 16x16 with 4 neighbours per row."""
+    return ml_collections.ConfigDict(
+        dict(
+            dir=str(data_dir),
+            seed=0,
+            num_train=NUM_TRAIN,
+            num_val=NUM_VAL,
+            num_test=NUM_TEST,
+            image_size=16,
+            num_neighbors=4,
+        )
+    )
+
+
 @pytest.fixture(scope="session")
 def synthetic_dir(tmp_path_factory):
-    """A small synthetic data set at 16x16 with 4 neighbours per row, made once."""
+    """The `synthetic_spec` set, made once."""
     from ldl_jax import synthetic
 
     out = tmp_path_factory.mktemp("data") / "synthetic"
-    synthetic.make_synthetic_fer(
-        out,
-        seed=0,
-        num_train=NUM_TRAIN,
-        num_val=NUM_VAL,
-        num_test=NUM_TEST,
-        image_size=16,
-        num_neighbors=4,
-    )
+    spec = synthetic_spec(out)
+    synthetic.make_synthetic_fer(out, **{k: v for k, v in spec.items() if k != "dir"})
     return out
 
 

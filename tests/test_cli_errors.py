@@ -1,81 +1,168 @@
-"""The trainer's command line on bad input: one `error:` line naming the culprit, exit code 2,
-no traceback, and the workdir untouched."""
+"""The trainer's command line on each kind of bad input: one `error:` line naming the culprit,
+exit code 2, no traceback, and the workdir untouched. The runs of the bad data and workdir cases
+share a module fixture that runs them two at a time."""
 
+import concurrent.futures
 import os
-import pathlib
-import subprocess
-import sys
+import shutil
 
 import pandas as pd
 import pytest
 
-from ldl_jax import workdir_lock
-
-REPO = pathlib.Path(__file__).resolve().parents[1]
-TINY_CONFIG = """
-from tests.conftest import make_data_config
-import pathlib
-
-def get_config():
-    return make_data_config(pathlib.Path({data!r}))
-"""
+from ldl_jax import train, workdir_lock
+from tests import trainer_cli
+from tests.conftest import file_digests, make_data_config
 
 
-def _run(tmp_path, data_dir, *extra, workdir=None):
-    config = tmp_path / "tiny_config.py"
-    config.write_text(TINY_CONFIG.format(data=str(data_dir)))
-    workdir = workdir or tmp_path / "run"
-    command = [sys.executable, "-m", "ldl_jax.main", f"--config={config}", f"--workdir={workdir}"]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    done = subprocess.run(
-        command + list(extra), capture_output=True, text=True, cwd=REPO, env=env, timeout=300
-    )
-    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
-    return done, errors, workdir
+def _with_knn(row, knn):
+    return lambda f: f.assign(knn=f["knn"].where(f.index != row, knn))
 
 
-def _bad_copy(synthetic_dir, tmp_path, mutate):
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "images").symlink_to(synthetic_dir / "images")
-    for name in ("val.csv", "test.csv"):
-        (data / name).write_bytes((synthetic_dir / name).read_bytes())
-    frame = pd.read_csv(synthetic_dir / "train.csv")
-    mutate(frame).to_csv(data / "train.csv", index=False)
-    return data
+def _first_knn(frame, row, count):
+    return ";".join(frame["knn"][row].split(";")[:count])
 
 
-@pytest.mark.parametrize(
-    "mutate, expected",
-    [
-        (lambda f: f.assign(expression=f["expression"].where(f.index != 3, 9)), "line 5"),
-        (lambda f: f.drop(columns=["knn"]), "knn"),
-        (lambda f: f.assign(valence=f["valence"].where(f.index != 0, float("nan"))), "valence"),
-    ],
-    ids=["label_out_of_range", "missing_column", "non_finite_va"],
-)
-def test_bad_training_csv(synthetic_dir, tmp_path, mutate, expected):
-    data = _bad_copy(synthetic_dir, tmp_path, mutate)
-    done, errors, workdir = _run(tmp_path, data)
-    assert done.returncode == 2, done.stderr
-    assert len(errors) == 1 and expected in errors[0] and "train.csv" in errors[0]
+# name -> (how to spoil the data, flags, what the error line says)
+BAD_DATA = {
+    "label_out_of_range": (
+        lambda f: f.assign(expression=f["expression"].where(f.index != 3, 9)),
+        (),
+        "train.csv, line 5 (row index 3), column 'expression': 9 is outside [0, 7)",
+    ),
+    "missing_column": (
+        lambda f: f.drop(columns=["knn"]),
+        (),
+        "train.csv, line 1 (header): missing required column(s) ['knn']",
+    ),
+    "non_finite_va": (
+        lambda f: f.assign(valence=f["valence"].where(f.index != 0, float("nan"))),
+        (),
+        "train.csv, line 2 (row index 0), column 'valence'",
+    ),
+    "ragged_knn": (
+        lambda f: _with_knn(2, _first_knn(f, 2, 3))(f),
+        (),
+        "train.csv, line 4 (row index 2), column 'knn': lists 3 neighbours but row 0 lists 4",
+    ),
+    "out_of_range_knn": (
+        _with_knn(1, "999;2;3;4"),
+        (),
+        "train.csv, line 3 (row index 1), column 'knn': neighbour 999 (entry 0)",
+    ),
+    "self_knn": (
+        _with_knn(1, "1;2;3;4"),
+        (),
+        "train.csv, line 3 (row index 1), column 'knn': lists the row itself (entry 0)",
+    ),
+    "empty_csv": (None, (), "train.csv: the file is empty"),
+    "missing_csv": (
+        lambda f: f,
+        ("--config.data.train_csv={data}/absent.csv",),
+        "absent.csv: file not found",
+    ),
+    "missing_image": (
+        "remove",
+        (),
+        "train.csv, column 'subDirectory_filePath': 1 of 40 image files are missing",
+    ),
+    "corrupt_image": ("corrupt", (), "(row index 0): cannot read or decode the image"),
+    "wrong_num_classes": (
+        lambda f: f,
+        ("--config.num_classes=5",),
+        "config.class_names has 7 names but config.num_classes=5",
+    ),
+}
+# name -> flags on a workdir trained for 2 steps; what the error line says
+BAD_WORKDIR = {
+    "checkpoint_of_another_model": (
+        ("--config.model.backbone=ir_tiny",),
+        "holds a checkpoint of another model or data set",
+    ),
+    "unknown_checkpoint_step": (
+        ("--mode=eval", "--checkpoint=7"),
+        "no latest checkpoint at step 7",
+    ),
+    "unknown_checkpoint_name": (
+        ("--mode=eval", "--checkpoint=newest"),
+        "checkpoint='newest': use 'latest', 'best' or a step number",
+    ),
+}
+
+
+def _bad_data(synthetic_dir, data, spoil):
+    """A copy of the synthetic set in `data` whose train.csv or first image is spoilt."""
+    shutil.copytree(synthetic_dir, data)
+    first_image = data / "images" / pd.read_csv(data / "train.csv")["subDirectory_filePath"][0]
+    if spoil is None:
+        (data / "train.csv").write_text("")
+    elif spoil == "remove":
+        first_image.unlink()
+    elif spoil == "corrupt":
+        first_image.write_bytes(b"not an image")
+    else:
+        spoil(pd.read_csv(data / "train.csv")).to_csv(data / "train.csv", index=False)
+
+
+@pytest.fixture(scope="module")
+def outcomes(synthetic_dir, tmp_path_factory):
+    """name -> (finished run, its workdir, the workdir's file digests before it or None)."""
+    root = tmp_path_factory.mktemp("cli_errors")
+    trained = root / "trained"
+    train.train_and_evaluate(make_data_config(synthetic_dir), trained)
+    runs = {}
+    for name, (spoil, flags, _) in BAD_DATA.items():
+        data = root / name / "data"
+        _bad_data(synthetic_dir, data, spoil)
+        flags = [flag.format(data=data) for flag in flags]
+        runs[name] = (root / name, data, root / name / "run", flags, None)
+    for name, (flags, _) in BAD_WORKDIR.items():
+        workdir = root / name / "run"
+        shutil.copytree(trained, workdir)
+        runs[name] = (root / name, synthetic_dir, workdir, flags, file_digests(workdir))
+
+    def run(name):
+        config_dir, data, workdir, flags, before = runs[name]
+        return name, (trainer_cli.run(config_dir, data, workdir, *flags), workdir, before)
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:  # one run per core
+        return dict(pool.map(run, runs))
+
+
+def _assert_one_error_line(done, expected):
+    assert done.returncode == 2, done.stderr[-3000:]
     assert "Traceback" not in done.stderr
+    errors = trainer_cli.error_lines(done)
+    assert len(errors) == 1 and expected in errors[0], errors
+
+
+@pytest.mark.parametrize("name", sorted(BAD_DATA))
+def test_bad_data(outcomes, name):
+    done, workdir, _ = outcomes[name]
+    _assert_one_error_line(done, BAD_DATA[name][2])
     assert not workdir.exists()
+
+
+@pytest.mark.parametrize("name", sorted(BAD_WORKDIR))
+def test_bad_workdir_or_checkpoint(outcomes, name):
+    done, workdir, before = outcomes[name]
+    _assert_one_error_line(done, BAD_WORKDIR[name][1])
+    assert file_digests(workdir) == before
 
 
 def test_config_typo(synthetic_dir, tmp_path):
-    done, errors, workdir = _run(tmp_path, synthetic_dir, "--config.batch_sise=8")
+    done = trainer_cli.run(tmp_path, synthetic_dir, tmp_path / "run", "--config.batch_sise=8")
     assert done.returncode == 2
-    assert errors == [
+    assert trainer_cli.error_lines(done) == [
         "error: bad config override: config has no field 'batch_sise' (did you mean 'batch_size'?)"
     ]
-    assert not workdir.exists()
+    assert not (tmp_path / "run").exists()
 
 
 def test_workdir_in_use(synthetic_dir, tmp_path):
     with workdir_lock.hold(tmp_path / "busy") as lock:
         before = sorted(p.name for p in lock.parent.iterdir())
-        done, errors, _ = _run(tmp_path, synthetic_dir, workdir=tmp_path / "busy")
+        done = trainer_cli.run(tmp_path, synthetic_dir, tmp_path / "busy")
+        errors = trainer_cli.error_lines(done)
         assert done.returncode == 2
         assert len(errors) == 1 and f"pid {os.getpid()}" in errors[0]
         assert sorted(p.name for p in lock.parent.iterdir()) == before

@@ -1,10 +1,12 @@
 """ldl_jax.data (tables, images, augment, batches, streams) on tiny generated data sets, and
 the device transform (`device_augment`) against the host's."""
 
+import concurrent.futures
 import itertools
 import pathlib
 import subprocess
 import sys
+import threading
 
 import jax
 import jax.numpy as jnp
@@ -267,7 +269,8 @@ def test_memmap_cache_matches_memory_and_is_reused(dataset, monkeypatch, tmp_pat
     cached = image_lib.load_images(table.paths, SIZE, cache_path=cache, max_in_memory_bytes=0)
     assert isinstance(cached, np.memmap)
     np.testing.assert_array_equal(cached, in_memory)
-    assert sorted(path.name for path in cache.parent.iterdir()) == ["train.npy", "train.npy.json"]
+    names = sorted(path.name for path in cache.parent.iterdir())
+    assert names == ["train.npy", "train.npy.json", "train.npy.lock"]
 
     decoded = _count_decodes(monkeypatch)
     again = image_lib.load_images(table.paths, SIZE, cache_path=cache, max_in_memory_bytes=0)
@@ -277,6 +280,27 @@ def test_memmap_cache_matches_memory_and_is_reused(dataset, monkeypatch, tmp_pat
     fewer = image_lib.load_images(table.paths[:5], SIZE, cache_path=cache, max_in_memory_bytes=0)
     assert len(decoded) == 5
     np.testing.assert_array_equal(fewer, images[:5])
+
+
+def test_loaders_of_one_cache_at_once_decode_it_once(dataset, monkeypatch, tmp_path):
+    """As the processes of a multi-process run do: the first decodes, the other waits and
+    opens its file."""
+    write_csv, image_dir, images = dataset
+    table = _read_train(write_csv(), image_dir)
+    decoded = _count_decodes(monkeypatch)
+    together = threading.Barrier(2)
+
+    def load(_):
+        together.wait()
+        return image_lib.load_images(
+            table.paths, SIZE, cache_path=tmp_path / "train.npy", max_in_memory_bytes=0
+        )
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        loaded = list(pool.map(load, range(2)))
+    assert sorted(decoded) == sorted(table.paths)
+    for array in loaded:
+        np.testing.assert_array_equal(array, images)
 
 
 def test_corrupt_image_names_file_and_row(dataset):

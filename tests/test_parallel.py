@@ -179,3 +179,27 @@ def test_two_processes_match_one_process_with_two_devices(states, tmp_path, mode
     )
     for placement, state in _load(tmp_path).items():
         _assert_states_close(states[mode, 2, placement], state)
+
+
+def test_two_processes_open_a_synthetic_set_that_process_0_writes(tmp_path):
+    """Process 1 waits for the set at a barrier (without it, it finds no train.csv), and the
+    decoded-image cache both open is built once, leaving no temporary file."""
+    coordinator = f"127.0.0.1:{_free_port()}"
+    _wait(
+        [
+            _worker(
+                "--devices=1",
+                "--mode=mesh",
+                "--steps=0",
+                "--num_processes=2",
+                f"--process_id={index}",
+                f"--coordinator={coordinator}",
+                f"--data_dir={tmp_path / 'synthetic'}",
+                "--synthetic=1",
+                f"--workdir={tmp_path / 'run'}",
+            )
+            for index in range(2)
+        ]
+    )
+    cache = sorted(path.name for path in (tmp_path / "run" / "cache").iterdir())
+    assert cache == ["train_images.npy", "train_images.npy.json", "train_images.npy.lock"]

@@ -7,20 +7,7 @@ import numpy as np
 import pytest
 
 from ldl_jax import checkpointing, data, pretrained, train
-from tests.conftest import NUM_TEST, NUM_TRAIN, NUM_VAL, make_data_config
-
-
-def _latest_state(config, workdir):
-    from ldl_jax import models
-    from ldl_jax.train_state import create_optimizer, create_train_state
-
-    model = models.create_model(config)
-    tx = create_optimizer(config, 1)
-    target = jax.eval_shape(lambda: create_train_state(config, model, tx, NUM_TRAIN))
-    checkpoints = checkpointing.Checkpoints(workdir)
-    state, meta = checkpoints.restore(target)
-    checkpoints.close()
-    return state, meta
+from tests.conftest import NUM_TEST, NUM_VAL, latest_state, make_data_config
 
 
 def test_two_step_run_writes_results_and_checkpoints(synthetic_dir, tmp_path):
@@ -36,7 +23,7 @@ def test_two_step_run_writes_results_and_checkpoints(synthetic_dir, tmp_path):
     assert saved["test"]["accuracy"] == results["test"]["accuracy"]
     assert saved["val_summary"]["history"][0]["step"] == 2
     assert json.loads((tmp_path / "config.json").read_text())["model"]["backbone"] == "resnet_tiny"
-    state, meta = _latest_state(config, tmp_path)
+    state, meta = latest_state(config, tmp_path)
     assert int(state.step) == 2
     assert meta["best_val_accuracy"] == saved["val"]["accuracy"]
     assert checkpointing.Checkpoints(tmp_path).latest_step(checkpointing.BEST) == 2
@@ -53,8 +40,8 @@ def test_resume_matches_uninterrupted_run(synthetic_dir, tmp_path, placement):
     train.train_and_evaluate(config(4), straight)
     train.train_and_evaluate(config(2), resumed)
     train.train_and_evaluate(config(4), resumed)
-    expected, _ = _latest_state(make_data_config(synthetic_dir), straight)
-    got, _ = _latest_state(make_data_config(synthetic_dir), resumed)
+    expected, _ = latest_state(make_data_config(synthetic_dir), straight)
+    got, _ = latest_state(make_data_config(synthetic_dir), resumed)
     assert int(got.step) == 4
     for name, a, b in zip(
         ("state",), [jax.tree.leaves(expected)], [jax.tree.leaves(got)], strict=True
@@ -78,8 +65,8 @@ def test_memory_bank_run_is_filled_fed_without_neighbour_images_and_resumes_exac
     train.train_and_evaluate(bank_config(num_train_steps=4), straight)
     train.train_and_evaluate(bank_config(num_train_steps=2), resumed)
     train.train_and_evaluate(bank_config(num_train_steps=4), resumed)
-    expected, _ = _latest_state(bank_config(), straight)
-    got, _ = _latest_state(bank_config(), resumed)
+    expected, _ = latest_state(bank_config(), straight)
+    got, _ = latest_state(bank_config(), resumed)
     assert int(got.step) == 4
     for x, y in zip(jax.tree.leaves(expected), jax.tree.leaves(got), strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

@@ -6,6 +6,8 @@ large sets; `resize_uint8` is the test transform's resize (also used by `ldl_jax
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import hashlib
 import json
@@ -33,8 +35,9 @@ def load_images(
     Grayscale and RGBA images become 3-channel RGB. Values are rounded and clipped to uint8.
     If the array is larger than `max_in_memory_bytes` and `cache_path` is given, it is
     written to a .npy file there and returned memory-mapped (read-only); a later call
-    with the same paths and size reuses that file without decoding. Otherwise the array
-    is built in memory.
+    with the same paths and size reuses that file without decoding, and concurrent calls
+    (the processes of one run) decode it once, under a lock file `<cache_path>.lock`.
+    Otherwise the array is built in memory.
 
     Args:
       paths: N image file paths.
@@ -58,10 +61,12 @@ def load_images(
         return images
     cache_path = os.fspath(cache_path)
     metadata = {"shape": list(shape), "fingerprint": _fingerprint(paths, image_size)}
-    cached = _open_cache(cache_path, metadata)
-    if cached is not None:
-        return cached
-    return _build_cache(cache_path, metadata, paths, image_size, num_parallel)
+    os.makedirs(os.path.dirname(os.path.abspath(cache_path)), exist_ok=True)
+    with _exclusive(cache_path + ".lock"):
+        cached = _open_cache(cache_path, metadata)
+        if cached is not None:
+            return cached
+        return _build_cache(cache_path, metadata, paths, image_size, num_parallel)
 
 
 def resize_uint8(image, image_size: int) -> tf.Tensor:
@@ -132,6 +137,20 @@ def _open_cache(cache_path: str, metadata: dict) -> np.ndarray | None:
     return images
 
 
+@contextlib.contextmanager
+def _exclusive(lock_path: str):
+    """Holds an exclusive lock on `lock_path` (created if missing) for the block.
+
+    The processes of a multi-process run that share a cache then build it once: the first
+    decodes, the others wait and open its result. On a file system without locks each may
+    decode; the temporary file names and renames keep that correct.
+    """
+    with open(lock_path, "a") as lock:
+        with contextlib.suppress(OSError):
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def _build_cache(
     cache_path: str, metadata: dict, paths: list[str], image_size: int, num_parallel: int
 ) -> np.ndarray:
@@ -139,7 +158,6 @@ def _build_cache(
 
     The sidecar is renamed last: a crash leaves no sidecar that vouches for a partial file.
     """
-    os.makedirs(os.path.dirname(os.path.abspath(cache_path)), exist_ok=True)
     temporary = f"{cache_path}.{os.getpid()}.tmp"
     images = np.lib.format.open_memmap(
         temporary, mode="w+", dtype=np.uint8, shape=tuple(metadata["shape"])

@@ -19,6 +19,7 @@ from typing import Any
 import jax
 import numpy as np
 from absl import logging
+from jax.experimental import multihost_utils
 
 from ldl_jax import config_checks, memory_bank, synthetic, va_model
 from ldl_jax.data import batches, feeds, images, streams, tables
@@ -34,14 +35,16 @@ def _is_va(config) -> bool:
 
 
 def prepare_synthetic_data(config) -> None:
-    """Generates the built-in synthetic data set if `config.data.synthetic` asks for it."""
+    """Generates the built-in synthetic data set if `config.data.synthetic` asks for it.
+
+    Process 0 writes it; in a multi-process run the others wait for it at a barrier (every
+    process reaches it, whether or not the set existed), so none reads a half-written set.
+    """
     spec = config.data.get("synthetic")
     if not spec:
         return
     data_dir = resolve(spec.dir)
-    if (data_dir / "train.csv").exists():
-        return
-    if jax.process_index() == 0:
+    if jax.process_index() == 0 and not (data_dir / "train.csv").exists():
         logging.info("Generating the synthetic data set in %s", data_dir)
         synthetic.make_synthetic_fer(
             data_dir,
@@ -53,6 +56,8 @@ def prepare_synthetic_data(config) -> None:
             num_neighbors=spec.num_neighbors,
             class_balance=spec.get("class_balance", "default"),
         )
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices("synthetic data set written")
 
 
 @dataclasses.dataclass
