@@ -76,7 +76,7 @@ def test_bank_ablation_is_ldlva_with_the_memory_bank(tmp_path):
     )
     [bank_run] = [run for run in noise_study.plan(args) if run["method"] == "ldlva_bank"]
     assert bank_run["name"] == "ldlva_bank_proportional30_s0"
-    overrides = noise_study.run_overrides(args, tmp_path, {**bank_run, "noise": 0.0})
+    overrides = noise_study.run_overrides(args, tmp_path, {**bank_run, "noise": 0.0}, "")
     assert (
         noise_study._flag("neighbors", overrides["neighbors"]) == "--config.neighbors=memory_bank"
     )
