@@ -12,6 +12,7 @@ training run holds `WORKDIR/lock.json` while it runs.
       --checkpoint=best
 """
 
+import os
 import re
 import sys
 
@@ -60,14 +61,19 @@ def _fail(error: BaseException, code: int) -> None:
 
 
 def _drop_closed_loop_reports(unraisable) -> None:
-    """An unraisable-exception hook without orbax's "Event loop is closed" reports.
+    """An unraisable-exception hook without the reports of orbax's abandoned reads and writes.
 
     orbax runs TensorStore reads and writes in an event loop that it closes as soon as one of
     them fails (a damaged checkpoint, a full disk); the others' completions then hit the closed
-    loop and each prints a traceback that says nothing about the run.
+    loop ("Event loop is closed"), and its coroutines that never finished report their own
+    failure again when they are garbage-collected. Each prints a traceback that says nothing
+    the run's warning or `error:` line does not.
     """
     error = unraisable.exc_value
     if isinstance(error, RuntimeError) and str(error) == "Event loop is closed":
+        return
+    code = getattr(unraisable.object, "cr_code", None)  # an abandoned coroutine's
+    if code is not None and f"{os.sep}orbax{os.sep}" in code.co_filename:
         return
     sys.__unraisablehook__(unraisable)
 

@@ -4,6 +4,7 @@ run's checkpoint truncated or removed, the trainer's command line run with a fil
 
 import os
 import pathlib
+import re
 import shutil
 import sys
 
@@ -105,7 +106,10 @@ def test_cli_resumes_past_a_damaged_checkpoint_with_a_warning(synthetic_dir, tra
     _truncate_largest_file(workdir / "checkpoints" / "latest" / "20")
     done = trainer_cli.run(tmp_path, synthetic_dir, workdir, *SAVE_FLAGS)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "Traceback" not in done.stderr
+    # No traceback through the trainer's code. (orbax may still log the failed read of its
+    # own background tasks, at times, with a traceback of its frames only.)
+    our_frame = r'File "[^"]*[/\\]ldl_jax[/\\](data[/\\])?\w+\.py"'
+    assert not re.search(our_frame, done.stderr), done.stderr[-3000:]
     warnings = [line for line in done.stderr.splitlines() if "Damaged checkpoint" in line]
     assert len(warnings) == 1 and str(workdir / "checkpoints" / "latest" / "20") in warnings[0]
     expected = (trained[0] / train.EVAL_RESULTS_FILE).read_text()
