@@ -8,7 +8,7 @@ checked there too.
 
 import jax
 
-from ldl_jax import backbones, memory_bank, parallel, va_model
+from ldl_jax import backbones, memory_bank, parallel, steps, va_model
 from ldl_jax.data import feeds
 
 TASKS = ("ldl", va_model.TASK)
@@ -44,6 +44,11 @@ def validate_config(config) -> None:
     if neighbors not in memory_bank.NEIGHBOR_MODES:
         raise ValueError(
             f"config.neighbors={neighbors!r} is not one of {memory_bank.NEIGHBOR_MODES}"
+        )
+    if task == "ldl" and config.lamb_class_mean not in steps.LAMB_CLASS_MEANS:
+        raise ValueError(
+            f"config.lamb_class_mean={config.lamb_class_mean!r} is not one of "
+            f"{steps.LAMB_CLASS_MEANS}"
         )
     if not config.data.train_csv:
         raise ValueError("config.data.train_csv is empty: set it to the training CSV")

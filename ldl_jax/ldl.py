@@ -56,19 +56,59 @@ def classification_loss(probs, target, sample_weights=None):
 def recenter_per_class(theta, labels, class_counts, mean):
     """Shifts the logits of each class so that their mean is `mean` again.
 
-    theta_i <- theta_i - (mean_{j: l_j = l_i} theta_j - mean): a projection after each SGD
-    step, so that theta can move label confidence between the rows of a class but never take
-    it from a whole class (docs/METHOD.md §3).
+    theta_i <- theta_i - (mean_{j: l_j = l_i} theta_j - mean_{l_i}): a projection after each
+    SGD step, so that theta can move label confidence between the rows of a class but never
+    take it from a whole class (docs/METHOD.md §3).
 
     Args:
       theta: (N,) one logit per training row.
       labels: (N,) the (possibly noisy) label of every training row.
       class_counts: (C,) rows per class (a class without rows is left alone).
-      mean: the mean logit every class keeps (lamb_init).
+      mean: the mean logit each class keeps: a scalar (lamb_init) or one per class (C,).
     """
     sums = jax.ops.segment_sum(theta, labels, num_segments=class_counts.shape[0])
     class_means = sums / jnp.maximum(class_counts, 1)
     return theta - (class_means - mean)[labels]
+
+
+def neighbor_label_purity(labels, neighbors, num_classes):
+    """p_c: the share of the VA neighbours of class c's rows that carry label c.
+
+    Args:
+      labels: (N,) the (possibly noisy) label of every training row.
+      neighbors: (N, K) the row indices of each row's K nearest VA neighbours.
+      num_classes: C.
+
+    Returns:
+      (C,) shares in [0, 1]; 0 for a class without rows.
+    """
+    same = (labels[neighbors] == labels[:, None]).mean(axis=-1)
+    sums = jax.ops.segment_sum(same, labels, num_segments=num_classes)
+    counts = jax.ops.segment_sum(jnp.ones_like(same), labels, num_segments=num_classes)
+    return sums / jnp.maximum(counts, 1)
+
+
+def purity_class_means(purity, lamb_init, max_lambda=0.99):
+    """The mean theta of each class under `lamb_class_mean = 'purity'` (docs/METHOD.md §3).
+
+    A class whose VA neighbourhood is as pure as the purest class's keeps sigmoid(lamb_init);
+    the less pure it is, the more of the way to lambda = 1 its mean moves, because its
+    neighbours' predictions tell less about its rows' labels:
+    lambda_c = sigmoid(lamb_init) + (1 - sigmoid(lamb_init)) * (1 - p_c / max p),
+    capped at `max_lambda` so the logit stays finite.
+
+    Args:
+      purity: (C,) `neighbor_label_purity`.
+      lamb_init: the logit of the purest class.
+
+    Returns:
+      (C,) logits.
+    """
+    base = jax.nn.sigmoid(jnp.asarray(lamb_init, jnp.float32))
+    relative = purity / jnp.maximum(purity.max(), 1e-6)
+    lam = jnp.minimum(base + (1.0 - base) * (1.0 - relative), max_lambda)
+    # Never below lamb_init, which a cap under sigmoid(lamb_init) would otherwise give.
+    return jnp.maximum(jnp.log(lam) - jnp.log1p(-lam), lamb_init)
 
 
 def center_loss(features, labels, lam, centers):

@@ -66,7 +66,14 @@ class MeshParallel:
         )
 
     def compile_train_step(
-        self, model, tx, config, class_weights=None, train_labels=None, input_images=None
+        self,
+        model,
+        tx,
+        config,
+        class_weights=None,
+        train_labels=None,
+        train_neighbors=None,
+        input_images=None,
     ):
         # With `input_images` the batch also holds the replicated device-resident images: each
         # of its arrays is then taken with the sharding it was placed with (None).
@@ -78,6 +85,7 @@ class MeshParallel:
                 config,
                 class_weights,
                 train_labels=train_labels,
+                train_neighbors=train_neighbors,
                 input_images=input_images,
             ),
             in_shardings=(self.replicated, batch_sharding),
@@ -148,7 +156,14 @@ class PmapParallel:
         return jax.make_array_from_callback(shape, local, lambda index: array[None])
 
     def compile_train_step(
-        self, model, tx, config, class_weights=None, train_labels=None, input_images=None
+        self,
+        model,
+        tx,
+        config,
+        class_weights=None,
+        train_labels=None,
+        train_neighbors=None,
+        input_images=None,
     ):
         return jax.pmap(
             steps.make_train_step(
@@ -158,6 +173,7 @@ class PmapParallel:
                 class_weights,
                 axis_name=DATA_AXIS,
                 train_labels=train_labels,
+                train_neighbors=train_neighbors,
                 input_images=input_images,
             ),
             axis_name=DATA_AXIS,

@@ -14,10 +14,27 @@ from ldl_jax import ldl, memory_bank, models
 from ldl_jax.train_state import TrainState
 
 TRAIN_METRICS = ("loss", "cls_loss", "center_loss", "accuracy", "mean_lambda")
+# What each class's mean theta is held at under config.lamb_fixed_class_mean.
+LAMB_CLASS_MEANS = ("lamb_init", "purity")
 
 
 def _head_kernel_l2(params):
     return jnp.square(params["classifier"]["head"]["kernel"]).sum()
+
+
+def _class_mean_logits(config, train_labels, train_neighbors) -> np.ndarray:
+    """(C,) the mean theta each class keeps under `config.lamb_fixed_class_mean`."""
+    if config.lamb_class_mean == "lamb_init":
+        return np.full((config.num_classes,), config.lamb_init, np.float32)
+    if train_neighbors is None:
+        raise ValueError(
+            "config.lamb_class_mean='purity' needs train_neighbors, the (N, K) VA neighbours "
+            "of the training rows"
+        )
+    purity = ldl.neighbor_label_purity(
+        jnp.asarray(train_labels), jnp.asarray(train_neighbors), config.num_classes
+    )
+    return np.asarray(ldl.purity_class_means(purity, config.lamb_init), np.float32)
 
 
 def make_train_step(
@@ -27,6 +44,7 @@ def make_train_step(
     class_weights=None,
     axis_name: str | None = None,
     train_labels=None,
+    train_neighbors=None,
     input_images=None,
 ):
     """Returns `train_step(state, batch) -> (state, metrics)`.
@@ -35,12 +53,16 @@ def make_train_step(
       model: the LDLVA network.
       tx: the optimiser of the model parameters.
       config: reads num_classes, gamma, head_l2, lamb_init, lamb_lr, lamb_beta,
-        lamb_fixed_class_mean, center_lr, center_push_scale (B and K come from the batch).
+        lamb_fixed_class_mean, lamb_class_mean, center_lr, center_push_scale (B and K come
+        from the batch).
       class_weights: optional (C,) weights omega of L_cls per label.
       axis_name: when the step runs per device (pmap), the device axis: gradients, metrics,
         the theta rows and the centre statistics are then reduced to those of the global batch.
       train_labels: (N,) the label of every training row; needed by
-        `config.lamb_fixed_class_mean`, which keeps each class's mean theta at lamb_init.
+        `config.lamb_fixed_class_mean`, which keeps each class's mean theta fixed.
+      train_neighbors: (N, K) every training row's VA neighbours; needed by
+        `config.lamb_class_mean = 'purity'`, which sets each class's mean theta from the
+        share of its rows' neighbours that carry its label (`ldl.purity_class_means`).
       input_images: `(step, batch) -> (image, neighbor_image)`, how the step obtains its uint8
         images inside the compiled program (`ldl_jax.data.feeds`: gathered from images resident
         on the devices and augmented); None: the batch carries them, augmented on the host.
@@ -64,6 +86,7 @@ def make_train_step(
         # device (a multi-process program may not close over a single-device array).
         train_labels = np.asarray(train_labels, np.int32)
         class_counts = np.bincount(train_labels, minlength=num_classes).astype(np.float32)
+        class_means = _class_mean_logits(config, train_labels, train_neighbors)
 
     def neighbor_pass(state, neighbor_images, rng):
         """Train-mode BN (statistics used and updated), no gradient: the neighbours' features
@@ -186,7 +209,7 @@ def make_train_step(
         theta = state.theta.at[index].add(velocity)
         theta_momentum = state.theta_momentum.at[index].set(velocity)
         if config.lamb_fixed_class_mean:
-            theta = ldl.recenter_per_class(theta, train_labels, class_counts, config.lamb_init)
+            theta = ldl.recenter_per_class(theta, train_labels, class_counts, class_means)
 
         # 6. Centre pull and push from this step's (pre-update) features, labels and lambdas.
         centers = ldl.update_centers(
@@ -211,10 +234,19 @@ def make_train_step(
     return train_step
 
 
-def compile_train_step(model, tx, config, class_weights=None, train_labels=None):
+def compile_train_step(
+    model, tx, config, class_weights=None, train_labels=None, train_neighbors=None
+):
     """The single-device train step jitted once, with the incoming state donated."""
     return jax.jit(
-        make_train_step(model, tx, config, class_weights, train_labels=train_labels),
+        make_train_step(
+            model,
+            tx,
+            config,
+            class_weights,
+            train_labels=train_labels,
+            train_neighbors=train_neighbors,
+        ),
         donate_argnums=0,
     )
 

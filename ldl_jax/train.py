@@ -142,7 +142,13 @@ def train_and_evaluate(config, workdir) -> dict[str, Any]:
     eval_sets = train_data.eval_sets
     feed = train_data.feed(parallelism)
     train_step = parallelism.compile_train_step(
-        model, tx, config, class_weights, train_labels=table.labels, input_images=feed.input_images
+        model,
+        tx,
+        config,
+        class_weights,
+        train_labels=table.labels,
+        train_neighbors=table.knn,
+        input_images=feed.input_images,
     )
     eval_step = parallelism.compile_eval_step(model, config.num_classes)
 

@@ -155,3 +155,37 @@ def test_recenter_per_class_restores_each_class_mean(rng):
             np.testing.assert_allclose(
                 recentered[rows] - theta[rows], recentered[rows][0] - theta[rows][0], atol=1e-6
             )
+
+
+def test_recenter_per_class_takes_one_mean_per_class(rng):
+    labels = np.repeat(np.arange(C), 4)
+    theta = rng.normal(size=labels.size).astype(np.float32)
+    counts = np.bincount(labels, minlength=C).astype(np.float32)
+    means = np.linspace(-1.0, 2.0, C).astype(np.float32)
+    recentered = np.asarray(ldl.recenter_per_class(theta, labels, counts, means))
+    for k in range(C):
+        np.testing.assert_allclose(recentered[labels == k].mean(), means[k], atol=1e-6)
+
+
+def test_neighbor_label_purity_counts_same_label_neighbours():
+    # Rows 0-2 are class 0, rows 3-4 class 1, row 5 class 2; two neighbours each.
+    labels = np.array([0, 0, 0, 1, 1, 2])
+    neighbors = np.array([[1, 2], [0, 3], [4, 5], [4, 0], [3, 1], [0, 1]])
+    purity = np.asarray(ldl.neighbor_label_purity(labels, neighbors, num_classes=4))
+    # class 0: 2 + 1 + 0 of 6 share its label; class 1: 1 + 1 of 4; class 2: 0 of 2; class 3: none.
+    np.testing.assert_allclose(purity, [3 / 6, 2 / 4, 0.0, 0.0], atol=1e-6)
+
+
+def test_purity_class_means_move_impure_classes_toward_lambda_one():
+    lamb_init = 0.5
+    base = 1.0 / (1.0 + np.exp(-lamb_init))
+    purity = np.array([0.9, 0.45, 0.0, 0.9], np.float32)
+    logits = np.asarray(ldl.purity_class_means(purity, lamb_init))
+    lam = 1.0 / (1.0 + np.exp(-logits))
+    # The purest classes keep lamb_init; half as pure goes half the way to 1; a class whose
+    # neighbours never share its label is capped at 0.99.
+    np.testing.assert_allclose(logits[[0, 3]], lamb_init, atol=1e-5)
+    np.testing.assert_allclose(lam[1], base + (1 - base) * 0.5, atol=1e-5)
+    np.testing.assert_allclose(lam[2], 0.99, atol=1e-5)
+    # A lamb_init above the cap (plain CE's lambda = 1) is kept for every class.
+    np.testing.assert_allclose(np.asarray(ldl.purity_class_means(purity, 30.0)), 30.0)

@@ -106,6 +106,31 @@ def test_fixed_class_mean_shifts_whole_classes_after_the_sgd_step(compiled):
         np.testing.assert_allclose(shift[0], config.lamb_init - sgd[rows].mean(), atol=1e-5)
 
 
+def test_purity_class_mean_holds_each_class_at_its_own_mean(compiled):
+    """lamb_class_mean='purity': after the step each class's mean theta is the logit that
+    `ldl.purity_class_means` gives for the purity of its rows' neighbourhoods."""
+    _, model, _, _, _ = compiled
+    config = make_tiny_config(lamb_class_mean="purity", lamb_lr=50.0)
+    tx = train_state.create_optimizer(config, steps_per_epoch=5)
+    rng = np.random.default_rng(0)
+    neighbors = rng.integers(0, NUM_ROWS, (NUM_ROWS, config.num_neighbors)).astype(np.int32)
+    purity = ldl.neighbor_label_purity(TRAIN_LABELS, neighbors, config.num_classes)
+    expected = np.asarray(ldl.purity_class_means(purity, config.lamb_init))
+    assert np.ptp(expected) > 0.1  # the classes differ, so a single mean would fail
+    step = steps.compile_train_step(
+        model, tx, config, train_labels=TRAIN_LABELS, train_neighbors=neighbors
+    )
+    batch = testing.random_train_batch(config, NUM_ROWS, seed=4)
+    batch["label"] = TRAIN_LABELS[batch["index"]].astype(np.int32)
+    theta = np.asarray(
+        step(_fresh(train_state.create_train_state(config, model, tx, NUM_ROWS)), batch)[0].theta
+    )
+    for k in range(config.num_classes):
+        np.testing.assert_allclose(theta[TRAIN_LABELS == k].mean(), expected[k], atol=1e-5)
+    with pytest.raises(ValueError, match="train_neighbors"):
+        steps.make_train_step(model, tx, config, train_labels=TRAIN_LABELS)
+
+
 def test_fixed_class_mean_needs_the_training_labels():
     config = make_tiny_config(lamb_fixed_class_mean=True)
     model, tx, _ = _setup(config)

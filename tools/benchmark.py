@@ -198,11 +198,16 @@ def _placed_copy(parallelism, state):
     return parallelism.place_state(jax.tree.map(jnp.copy, state))
 
 
-def measure_feed(config, model, tx, state, feed, train_labels, num_steps: int) -> dict:
+def measure_feed(config, model, tx, state, feed, table, num_steps: int) -> dict:
     """The trainer's step for `feed` fed end to end, and alone on the feed's first batch."""
     parallelism = parallel.MeshParallel()
     step_fn = parallelism.compile_train_step(
-        model, tx, config, train_labels=train_labels, input_images=feed.input_images
+        model,
+        tx,
+        config,
+        train_labels=table.labels,
+        train_neighbors=table.knn,
+        input_images=feed.input_images,
     )
     batches = feed.batches(0)
     first = next(batches)
@@ -247,7 +252,8 @@ def benchmark(config) -> dict:
         train_data = None
         table = random_table(config, FLAGS.num_rows)
         images = testing.random_train_images(config, FLAGS.num_rows)
-    num_rows, train_labels = table.num_rows, table.labels
+    num_rows = table.num_rows
+    train_rows = {"train_labels": table.labels, "train_neighbors": table.knn}
     state = create_train_state(config, model, tx, num_rows)
     bank_config = config.copy_and_resolve_references()
     bank_config.neighbors = memory_bank.MEMORY_BANK
@@ -268,13 +274,13 @@ def benchmark(config) -> dict:
     for name, step_fn, images_per_example, start in (
         (
             "ldl_step",
-            steps.compile_train_step(model, tx, config, train_labels=train_labels),
+            steps.compile_train_step(model, tx, config, **train_rows),
             1 + k,
             state,
         ),
         (
             "bank_step",
-            steps.compile_train_step(model, tx, bank_config, train_labels=train_labels),
+            steps.compile_train_step(model, tx, bank_config, **train_rows),
             1,
             bank_state,
         ),
@@ -316,11 +322,11 @@ def benchmark(config) -> dict:
         config.data.placement = "host"
         host_feed = train_data.feed(parallel.MeshParallel())
         results["placements"]["host"] = measure_feed(
-            config, model, tx, state, host_feed, train_labels, FLAGS.steps
+            config, model, tx, state, host_feed, table, FLAGS.steps
         )
     device_feed = feeds.device_feed(config, table, images, parallel.MeshParallel())
     results["placements"]["device"] = measure_feed(
-        config, model, tx, state, device_feed, train_labels, FLAGS.steps
+        config, model, tx, state, device_feed, table, FLAGS.steps
     )
     if train_data is not None:
         placements = results["placements"]

@@ -15,7 +15,8 @@ Methods (config overrides on top of `--config`):
   ce               plain cross-entropy: lambda fixed at 1, no centre loss;
   ldlva            LDLVA as ldl_jax's configs run it;
   ldlva_reference  LDLVA as the reference runs it: theta free (no per-class mean), lamb_lr 10;
-  ldlva_bank       ldlva with the neighbour memory bank (config.neighbors = 'memory_bank').
+  ldlva_bank       ldlva with the neighbour memory bank (config.neighbors = 'memory_bank');
+  ldlva_purity     ldlva with each class's mean lambda set by its VA neighbourhood's purity.
 `--ablations` run only at `--ablation_noise` (proportional flips), to keep the study short.
 """
 
@@ -45,9 +46,10 @@ METHODS = {
     "ldlva": {},
     "ldlva_reference": {"lamb_fixed_class_mean": False, "lamb_lr": 10.0},
     "ldlva_bank": {"neighbors": "memory_bank"},
+    "ldlva_purity": {"lamb_class_mean": "purity"},
 }
 # Methods whose lambda is learned: their noise-detection figures are reported.
-LEARNS_LAMBDA = ("ldlva", "ldlva_reference", "ldlva_bank")
+LEARNS_LAMBDA = ("ldlva", "ldlva_reference", "ldlva_bank", "ldlva_purity")
 
 
 def run_name(method: str, noise: float, mode: str, seed: int) -> str:
