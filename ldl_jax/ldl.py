@@ -105,7 +105,9 @@ def purity_class_means(purity, lamb_init, max_lambda=0.99):
       (C,) logits.
     """
     base = jax.nn.sigmoid(jnp.asarray(lamb_init, jnp.float32))
-    relative = purity / jnp.maximum(purity.max(), 1e-6)
+    # Classes as pure as the purest (all of them when none has a same-label neighbour) keep
+    # lamb_init.
+    relative = jnp.where(purity.max() > 0, purity / jnp.maximum(purity.max(), 1e-6), 1.0)
     lam = jnp.minimum(base + (1.0 - base) * (1.0 - relative), max_lambda)
     # Never below lamb_init, which a cap under sigmoid(lamb_init) would otherwise give.
     return jnp.maximum(jnp.log(lam) - jnp.log1p(-lam), lamb_init)

@@ -82,6 +82,9 @@ def main():
     if memory_bank.uses_bank(config):
         initial_state = initial_state.replace(bank=testing.random_bank(config, num_rows))
     train_labels = np.arange(num_rows) % config.num_classes
+    train_neighbors = (
+        np.arange(num_rows)[:, None] + np.arange(1, 1 + config.num_neighbors)
+    ) % num_rows
     for placement in args.placements.split(","):
         if placement == "device":
             resident = feeds.DeviceImages(
@@ -94,7 +97,12 @@ def main():
         else:
             input_images, place_batch = None, parallelism.place_batch
         train_step = parallelism.compile_train_step(
-            model, tx, config, train_labels=train_labels, input_images=input_images
+            model,
+            tx,
+            config,
+            train_labels=train_labels,
+            train_neighbors=train_neighbors,
+            input_images=input_images,
         )
         # A fresh copy: placing may alias host memory, which the donating step overwrites.
         state = parallelism.place_state(jax.tree.map(np.copy, initial_state))

@@ -19,6 +19,8 @@ def _setup(config):
 
 
 TRAIN_LABELS = np.arange(NUM_ROWS) % 7
+# Each row's neighbours: the next rows, so every class's neighbourhood is equally impure.
+TRAIN_NEIGHBORS = (np.arange(NUM_ROWS)[:, None] + np.arange(1, 4)) % NUM_ROWS
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +89,7 @@ def test_fixed_class_mean_shifts_whole_classes_after_the_sgd_step(compiled):
     """lamb_fixed_class_mean: the SGD step of theta, then one shift per class that brings the
     class's mean logit back to lamb_init (docs/METHOD.md §3)."""
     _, model, _, _, _ = compiled
-    config = make_tiny_config(lamb_fixed_class_mean=True, lamb_lr=50.0)
+    config = make_tiny_config(lamb_fixed_class_mean=True, lamb_class_mean="lamb_init", lamb_lr=50.0)
     reference_config = make_tiny_config(lamb_fixed_class_mean=False, lamb_lr=50.0)
     tx = train_state.create_optimizer(config, steps_per_epoch=5)
     fixed_step = steps.compile_train_step(model, tx, config, train_labels=TRAIN_LABELS)
@@ -110,7 +112,8 @@ def test_purity_class_mean_holds_each_class_at_its_own_mean(compiled):
     """lamb_class_mean='purity': after the step each class's mean theta is the logit that
     `ldl.purity_class_means` gives for the purity of its rows' neighbourhoods."""
     _, model, _, _, _ = compiled
-    config = make_tiny_config(lamb_class_mean="purity", lamb_lr=50.0)
+    config = make_tiny_config(lamb_lr=50.0)
+    assert config.lamb_class_mean == "purity"  # the default
     tx = train_state.create_optimizer(config, steps_per_epoch=5)
     rng = np.random.default_rng(0)
     neighbors = rng.integers(0, NUM_ROWS, (NUM_ROWS, config.num_neighbors)).astype(np.int32)
@@ -226,7 +229,9 @@ def test_batch_norm_statistics_update_neighbours_first(compiled):
 def test_train_step_traces_once(tiny_config):
     model, tx, state = _setup(tiny_config)
     traces = []
-    step_fn = steps.make_train_step(model, tx, tiny_config, train_labels=TRAIN_LABELS)
+    step_fn = steps.make_train_step(
+        model, tx, tiny_config, train_labels=TRAIN_LABELS, train_neighbors=TRAIN_NEIGHBORS
+    )
 
     def counted(state, batch):
         traces.append(1)
@@ -264,7 +269,9 @@ def test_bfloat16_step_agrees_with_float32():
         config = make_tiny_config()
         config.model.dtype = dtype
         model, tx, state = _setup(config)
-        train_step = steps.compile_train_step(model, tx, config, train_labels=TRAIN_LABELS)
+        train_step = steps.compile_train_step(
+            model, tx, config, train_labels=TRAIN_LABELS, train_neighbors=TRAIN_NEIGHBORS
+        )
         for seed in range(2):
             state, metrics = train_step(
                 state, testing.random_train_batch(config, NUM_ROWS, seed=seed)

@@ -16,7 +16,8 @@ Methods (config overrides on top of `--config`):
   ldlva            LDLVA as ldl_jax's configs run it;
   ldlva_reference  LDLVA as the reference runs it: theta free (no per-class mean), lamb_lr 10;
   ldlva_bank       ldlva with the neighbour memory bank (config.neighbors = 'memory_bank');
-  ldlva_purity     ldlva with each class's mean lambda set by its VA neighbourhood's purity.
+  ldlva_init_mean  ldlva with every class's mean lambda at lamb_init (not set by the purity of
+                   its VA neighbourhood; ldl_jax's default before it was measured).
 `--ablations` run only at `--ablation_noise` (proportional flips), to keep the study short.
 """
 
@@ -46,10 +47,10 @@ METHODS = {
     "ldlva": {},
     "ldlva_reference": {"lamb_fixed_class_mean": False, "lamb_lr": 10.0},
     "ldlva_bank": {"neighbors": "memory_bank"},
-    "ldlva_purity": {"lamb_class_mean": "purity"},
+    "ldlva_init_mean": {"lamb_class_mean": "lamb_init"},
 }
 # Methods whose lambda is learned: their noise-detection figures are reported.
-LEARNS_LAMBDA = ("ldlva", "ldlva_reference", "ldlva_bank", "ldlva_purity")
+LEARNS_LAMBDA = ("ldlva", "ldlva_reference", "ldlva_bank", "ldlva_init_mean")
 
 
 def run_name(method: str, noise: float, mode: str, seed: int) -> str:
@@ -407,9 +408,11 @@ seed, which also seeds initialisation and augmentation.
 Model and schedule: `{args.config}`{overrides}. {start}
 
 Methods: `ce` plain cross-entropy (λ fixed at 1, no centre loss); `ldlva` LDLVA as ldl_jax's
-configs run it (each class keeps its mean λ); `ldlva_reference` LDLVA as the reference runs it
-(λ free per row, `lamb_lr` 10); `ldlva_bank` `ldlva` with the neighbour memory bank (the
-neighbours' last central pass instead of a forward pass on their images).
+configs run it (each class keeps a mean λ set by the purity of its VA neighbourhood);
+`ldlva_init_mean` the same with every class's mean λ at `lamb_init`; `ldlva_reference` LDLVA
+as the reference runs it (λ free per row, `lamb_lr` 10); `ldlva_bank` `ldlva` with the
+neighbour memory bank (the neighbours' last central pass instead of a forward pass on their
+images).
 
 Test accuracy is that of the final checkpoint on the clean test set. λ precision@k is the share
 of flipped rows among the k lowest-λ rows (k = the number of flipped rows); λ AUROC that of
