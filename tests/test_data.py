@@ -311,6 +311,19 @@ def test_corrupt_image_names_file_and_row(dataset):
         image_lib.load_images(table.paths, SIZE)
 
 
+def test_corrupt_image_leaves_no_cache_files(dataset, tmp_path):
+    """A failed memmap build removes its temporary file, the lock and the directory it made."""
+    write_csv, image_dir, _ = dataset
+    table = _read_train(write_csv(), image_dir)
+    (image_dir / "faces/007.png").write_bytes(b"this is not an image")
+    workdir = tmp_path / "workdir"
+    workdir.mkdir()
+    cache = workdir / "cache" / "train_images.npy"
+    with pytest.raises(tables.DataError, match=r"007\.png \(row index 7\)"):
+        image_lib.load_images(table.paths, SIZE, cache_path=cache, max_in_memory_bytes=0)
+    assert list(workdir.iterdir()) == []
+
+
 # ----------------------------------------------------------------------------- augment
 
 

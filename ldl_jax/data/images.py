@@ -61,12 +61,18 @@ def load_images(
         return images
     cache_path = os.fspath(cache_path)
     metadata = {"shape": list(shape), "fingerprint": _fingerprint(paths, image_size)}
-    os.makedirs(os.path.dirname(os.path.abspath(cache_path)), exist_ok=True)
-    with _exclusive(cache_path + ".lock"):
-        cached = _open_cache(cache_path, metadata)
-        if cached is not None:
-            return cached
-        return _build_cache(cache_path, metadata, paths, image_size, num_parallel)
+    cache_dir = os.path.dirname(os.path.abspath(cache_path))
+    created_dir = not os.path.isdir(cache_dir)
+    os.makedirs(cache_dir, exist_ok=True)
+    try:
+        with _exclusive(cache_path + ".lock"):
+            cached = _open_cache(cache_path, metadata)
+            if cached is not None:
+                return cached
+            return _build_cache(cache_path, metadata, paths, image_size, num_parallel)
+    except DataError:
+        _remove_unused_cache(cache_path, cache_dir if created_dir else None)
+        raise
 
 
 def resize_uint8(image, image_size: int) -> tf.Tensor:
@@ -149,6 +155,23 @@ def _exclusive(lock_path: str):
         with contextlib.suppress(OSError):
             fcntl.flock(lock, fcntl.LOCK_EX)
         yield
+
+
+def _remove_unused_cache(cache_path: str, created_dir: str | None) -> None:
+    """After a failed build: removes the lock file, and the directory made for the cache if
+    nothing else is in it, so that a bad image leaves the workdir as it was.
+
+    A process still waiting on the unlinked lock then builds on its own and meets the same
+    bad image; the temporary file names and renames of `_build_cache` keep concurrent builds
+    correct.
+    """
+    if os.path.exists(cache_path):
+        return  # another process's finished cache: the lock stays with it
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(cache_path + ".lock")
+    if created_dir is not None:
+        with contextlib.suppress(OSError):  # not empty: another process's files stay
+            os.rmdir(created_dir)
 
 
 def _build_cache(
