@@ -98,8 +98,10 @@ def test_theta_rows_of_every_device_are_updated(states, placement):
 
 
 def test_memory_bank_rows_of_every_device_reach_every_replica(tmp_path):
-    """With the bank, pmap on 2 devices ends in the state of one device, and the bank rows of
-    every step's batch, whichever device held them, are rewritten; no other row is."""
+    """With the bank, pmap on 2 devices ends in the state of one device, for images fed from
+    the host and for images resident on the devices (the two placements draw different
+    images), and the bank rows of every step's batch, whichever device held them, are
+    rewritten; no other row is."""
     outs = {mode: tmp_path / f"bank_{mode}" for mode in ("mesh", "pmap")}
     _wait(
         [
@@ -107,18 +109,20 @@ def test_memory_bank_rows_of_every_device_reach_every_replica(tmp_path):
                 f"--devices={1 if mode == 'mesh' else 2}",
                 f"--mode={mode}",
                 "--neighbors=memory_bank",
+                "--placements=" + ",".join(PLACEMENTS),
                 f"--out={out}",
             )
             for mode, out in outs.items()
         ]
     )
-    one_device, two_devices = (_load(out, ["host"])["host"] for out in outs.values())
-    _assert_states_close(one_device, two_devices)
+    one_device, two_devices = (_load(out) for out in outs.values())
     config = make_tiny_config()
     initial = testing.random_bank(config, 20).features
     written = np.unique([testing.random_train_batch(config, 20, seed=s)["index"] for s in range(3)])
-    changed = np.flatnonzero(np.any(two_devices[".bank.features"] != initial, axis=1))
-    np.testing.assert_array_equal(changed, written)
+    for placement in PLACEMENTS:
+        _assert_states_close(one_device[placement], two_devices[placement])
+        bank = two_devices[placement][".bank.features"]
+        np.testing.assert_array_equal(np.flatnonzero(np.any(bank != initial, axis=1)), written)
 
 
 def test_per_device_batch_norm_differs_from_synchronised(states, tmp_path):
