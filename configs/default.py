@@ -64,11 +64,11 @@ def get_config():
     # of a class but never take it from a whole class. False: the reference (theta free).
     config.lamb_fixed_class_mean = True
     # The mean theta each class keeps (with lamb_fixed_class_mean). ldl_jax's default,
-    # 'purity': lamb_init for the class whose rows' VA neighbours most often share its label,
-    # moving toward lambda = 1 as a class's neighbours share its label less often (their
-    # predictions say less about its rows); 'lamb_init': every class at lamb_init
-    # (docs/METHOD.md §3, "Neighbourhood purity").
-    config.lamb_class_mean = "purity"
+    # 'consensus': lamb_init for the class whose rows' VA neighbours agree most on one label,
+    # moving toward lambda = 1 as a class's neighbourhoods agree less (their predictions then
+    # say less about its rows); 'lamb_init': every class at lamb_init (docs/METHOD.md §3,
+    # "Each class's mean lambda from its neighbours' agreement").
+    config.lamb_class_mean = "consensus"
     # Where the neighbours' predictions and features come from (docs/METHOD.md §3): 'forward'
     # runs the backbone on the K neighbour images every step (the method); 'memory_bank' reads
     # each neighbour's last central pass from a bank in the train state, ~(3 + K) / 3 times

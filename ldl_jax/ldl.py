@@ -71,8 +71,13 @@ def recenter_per_class(theta, labels, class_counts, mean):
     return theta - (class_means - mean)[labels]
 
 
-def neighbor_label_purity(labels, neighbors, num_classes):
-    """p_c: the share of the VA neighbours of class c's rows that carry label c.
+def neighbor_label_consensus(labels, neighbors, num_classes):
+    """a_c: how much the VA neighbours of class c's rows agree with each other.
+
+    For each row, the largest share of one label among its K neighbours, whatever the row's
+    own label; averaged over the rows labelled c. A class whose rows sit among neighbours of
+    several classes (an ambiguous class) scores low; a class that noise has filled with rows
+    of other classes does not, because those rows' neighbourhoods agree on their true class.
 
     Args:
       labels: (N,) the (possibly noisy) label of every training row.
@@ -80,34 +85,33 @@ def neighbor_label_purity(labels, neighbors, num_classes):
       num_classes: C.
 
     Returns:
-      (C,) shares in [0, 1]; 0 for a class without rows.
+      (C,) means in [1/K, 1]; 0 for a class without rows.
     """
-    same = (labels[neighbors] == labels[:, None]).mean(axis=-1)
-    sums = jax.ops.segment_sum(same, labels, num_segments=num_classes)
-    counts = jax.ops.segment_sum(jnp.ones_like(same), labels, num_segments=num_classes)
+    shares = jax.nn.one_hot(labels[neighbors], num_classes).mean(axis=1).max(axis=-1)
+    sums = jax.ops.segment_sum(shares, labels, num_segments=num_classes)
+    counts = jax.ops.segment_sum(jnp.ones_like(shares), labels, num_segments=num_classes)
     return sums / jnp.maximum(counts, 1)
 
 
-def purity_class_means(purity, lamb_init, max_lambda=0.99):
-    """The mean theta of each class under `lamb_class_mean = 'purity'` (docs/METHOD.md §3).
+def consensus_class_means(consensus, lamb_init, max_lambda=0.99):
+    """The mean theta of each class under `lamb_class_mean = 'consensus'` (docs/METHOD.md §3).
 
-    A class whose VA neighbourhood is as pure as the purest class's keeps sigmoid(lamb_init);
-    the less pure it is, the more of the way to lambda = 1 its mean moves, because its
-    neighbours' predictions tell less about its rows' labels:
-    lambda_c = sigmoid(lamb_init) + (1 - sigmoid(lamb_init)) * (1 - p_c / max p),
+    A class whose neighbourhoods agree as much as the most agreeing class's keeps
+    sigmoid(lamb_init); the less they agree, the more of the way to lambda = 1 its mean moves,
+    because its rows' neighbour distributions q then mix several classes and say less about
+    the rows' labels:
+    lambda_c = sigmoid(lamb_init) + (1 - sigmoid(lamb_init)) * (1 - a_c / max a),
     capped at `max_lambda` so the logit stays finite.
 
     Args:
-      purity: (C,) `neighbor_label_purity`.
-      lamb_init: the logit of the purest class.
+      consensus: (C,) `neighbor_label_consensus`.
+      lamb_init: the logit of the most agreeing class.
 
     Returns:
       (C,) logits.
     """
     base = jax.nn.sigmoid(jnp.asarray(lamb_init, jnp.float32))
-    # Classes as pure as the purest (all of them when none has a same-label neighbour) keep
-    # lamb_init.
-    relative = jnp.where(purity.max() > 0, purity / jnp.maximum(purity.max(), 1e-6), 1.0)
+    relative = consensus / jnp.maximum(consensus.max(), 1e-6)
     lam = jnp.minimum(base + (1.0 - base) * (1.0 - relative), max_lambda)
     # Never below lamb_init, which a cap under sigmoid(lamb_init) would otherwise give.
     return jnp.maximum(jnp.log(lam) - jnp.log1p(-lam), lamb_init)

@@ -15,7 +15,7 @@ from ldl_jax.train_state import TrainState
 
 TRAIN_METRICS = ("loss", "cls_loss", "center_loss", "accuracy", "mean_lambda")
 # What each class's mean theta is held at under config.lamb_fixed_class_mean.
-LAMB_CLASS_MEANS = ("lamb_init", "purity")
+LAMB_CLASS_MEANS = ("lamb_init", "consensus")
 
 
 def _head_kernel_l2(params):
@@ -28,13 +28,13 @@ def _class_mean_logits(config, train_labels, train_neighbors) -> np.ndarray:
         return np.full((config.num_classes,), config.lamb_init, np.float32)
     if train_neighbors is None:
         raise ValueError(
-            "config.lamb_class_mean='purity' needs train_neighbors, the (N, K) VA neighbours "
+            "config.lamb_class_mean='consensus' needs train_neighbors, the (N, K) VA neighbours "
             "of the training rows"
         )
-    purity = ldl.neighbor_label_purity(
+    consensus = ldl.neighbor_label_consensus(
         jnp.asarray(train_labels), jnp.asarray(train_neighbors), config.num_classes
     )
-    return np.asarray(ldl.purity_class_means(purity, config.lamb_init), np.float32)
+    return np.asarray(ldl.consensus_class_means(consensus, config.lamb_init), np.float32)
 
 
 def make_train_step(
@@ -61,8 +61,8 @@ def make_train_step(
       train_labels: (N,) the label of every training row; needed by
         `config.lamb_fixed_class_mean`, which keeps each class's mean theta fixed.
       train_neighbors: (N, K) every training row's VA neighbours; needed by
-        `config.lamb_class_mean = 'purity'`, which sets each class's mean theta from the
-        share of its rows' neighbours that carry its label (`ldl.purity_class_means`).
+        `config.lamb_class_mean = 'consensus'`, which sets each class's mean theta from how
+        much its rows' neighbours agree on a label (`ldl.consensus_class_means`).
       input_images: `(step, batch) -> (image, neighbor_image)`, how the step obtains its uint8
         images inside the compiled program (`ldl_jax.data.feeds`: gathered from images resident
         on the devices and augmented); None: the batch carries them, augmented on the host.

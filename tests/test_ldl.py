@@ -167,28 +167,28 @@ def test_recenter_per_class_takes_one_mean_per_class(rng):
         np.testing.assert_allclose(recentered[labels == k].mean(), means[k], atol=1e-6)
 
 
-def test_neighbor_label_purity_counts_same_label_neighbours():
-    # Rows 0-2 are class 0, rows 3-4 class 1, row 5 class 2; two neighbours each.
+def test_neighbor_label_consensus_is_the_top_label_share_among_neighbours():
+    # Rows 0-2 are class 0, rows 3-4 class 1, row 5 class 2; four neighbours each.
     labels = np.array([0, 0, 0, 1, 1, 2])
-    neighbors = np.array([[1, 2], [0, 3], [4, 5], [4, 0], [3, 1], [0, 1]])
-    purity = np.asarray(ldl.neighbor_label_purity(labels, neighbors, num_classes=4))
-    # class 0: 2 + 1 + 0 of 6 share its label; class 1: 1 + 1 of 4; class 2: 0 of 2; class 3: none.
-    np.testing.assert_allclose(purity, [3 / 6, 2 / 4, 0.0, 0.0], atol=1e-6)
+    neighbors = np.array(
+        [[1, 2, 3, 5], [0, 3, 4, 5], [3, 4, 0, 1], [4, 0, 1, 2], [3, 5, 0, 1], [0, 1, 3, 4]]
+    )
+    consensus = np.asarray(ldl.neighbor_label_consensus(labels, neighbors, num_classes=4))
+    # Top shares: row 0 2/4 (label 0), row 1 2/4 (1), row 2 2/4, row 3 3/4 (0), row 4 2/4,
+    # row 5 2/4; whatever the row's own label. Class 3 has no rows.
+    np.testing.assert_allclose(consensus, [0.5, (0.75 + 0.5) / 2, 0.5, 0.0], atol=1e-6)
 
 
-def test_purity_class_means_move_impure_classes_toward_lambda_one():
+def test_consensus_class_means_move_disagreeing_classes_toward_lambda_one():
     lamb_init = 0.5
     base = 1.0 / (1.0 + np.exp(-lamb_init))
-    purity = np.array([0.9, 0.45, 0.0, 0.9], np.float32)
-    logits = np.asarray(ldl.purity_class_means(purity, lamb_init))
+    consensus = np.array([0.9, 0.45, 0.0, 0.9], np.float32)
+    logits = np.asarray(ldl.consensus_class_means(consensus, lamb_init))
     lam = 1.0 / (1.0 + np.exp(-logits))
-    # The purest classes keep lamb_init; half as pure goes half the way to 1; a class whose
-    # neighbours never share its label is capped at 0.99.
+    # The most agreeing classes keep lamb_init; half the agreement goes half the way to 1; no
+    # agreement is capped at 0.99.
     np.testing.assert_allclose(logits[[0, 3]], lamb_init, atol=1e-5)
     np.testing.assert_allclose(lam[1], base + (1 - base) * 0.5, atol=1e-5)
     np.testing.assert_allclose(lam[2], 0.99, atol=1e-5)
-    # No class with a same-label neighbour: all are equally pure and keep lamb_init.
-    equal = np.asarray(ldl.purity_class_means(0 * purity, lamb_init))
-    np.testing.assert_allclose(equal, lamb_init, atol=1e-6)
     # A lamb_init above the cap (plain CE's lambda = 1) is kept for every class.
-    np.testing.assert_allclose(np.asarray(ldl.purity_class_means(purity, 30.0)), 30.0)
+    np.testing.assert_allclose(np.asarray(ldl.consensus_class_means(consensus, 30.0)), 30.0)

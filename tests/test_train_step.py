@@ -19,7 +19,8 @@ def _setup(config):
 
 
 TRAIN_LABELS = np.arange(NUM_ROWS) % 7
-# Each row's neighbours: the next rows, so every class's neighbourhood is equally impure.
+# Each row's neighbours: the next three rows, three different labels, so every class's
+# neighbourhoods agree equally and every class keeps lamb_init.
 TRAIN_NEIGHBORS = (np.arange(NUM_ROWS)[:, None] + np.arange(1, 4)) % NUM_ROWS
 
 
@@ -108,17 +109,17 @@ def test_fixed_class_mean_shifts_whole_classes_after_the_sgd_step(compiled):
         np.testing.assert_allclose(shift[0], config.lamb_init - sgd[rows].mean(), atol=1e-5)
 
 
-def test_purity_class_mean_holds_each_class_at_its_own_mean(compiled):
-    """lamb_class_mean='purity': after the step each class's mean theta is the logit that
-    `ldl.purity_class_means` gives for the purity of its rows' neighbourhoods."""
+def test_consensus_class_mean_holds_each_class_at_its_own_mean(compiled):
+    """lamb_class_mean='consensus': after the step each class's mean theta is the logit that
+    `ldl.consensus_class_means` gives for the agreement of its rows' neighbourhoods."""
     _, model, _, _, _ = compiled
     config = make_tiny_config(lamb_lr=50.0)
-    assert config.lamb_class_mean == "purity"  # the default
+    assert config.lamb_class_mean == "consensus"  # the default
     tx = train_state.create_optimizer(config, steps_per_epoch=5)
     rng = np.random.default_rng(0)
     neighbors = rng.integers(0, NUM_ROWS, (NUM_ROWS, config.num_neighbors)).astype(np.int32)
-    purity = ldl.neighbor_label_purity(TRAIN_LABELS, neighbors, config.num_classes)
-    expected = np.asarray(ldl.purity_class_means(purity, config.lamb_init))
+    consensus = ldl.neighbor_label_consensus(TRAIN_LABELS, neighbors, config.num_classes)
+    expected = np.asarray(ldl.consensus_class_means(consensus, config.lamb_init))
     assert np.ptp(expected) > 0.1  # the classes differ, so a single mean would fail
     step = steps.compile_train_step(
         model, tx, config, train_labels=TRAIN_LABELS, train_neighbors=neighbors

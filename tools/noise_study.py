@@ -16,8 +16,8 @@ Methods (config overrides on top of `--config`):
   ldlva            LDLVA as ldl_jax's configs run it;
   ldlva_reference  LDLVA as the reference runs it: theta free (no per-class mean), lamb_lr 10;
   ldlva_bank       ldlva with the neighbour memory bank (config.neighbors = 'memory_bank');
-  ldlva_init_mean  ldlva with every class's mean lambda at lamb_init (not set by the purity of
-                   its VA neighbourhood; ldl_jax's default before it was measured).
+  ldlva_init_mean  ldlva with every class's mean lambda at lamb_init (not set by how much its
+                   rows' VA neighbours agree; ldl_jax's default before that was measured).
 `--ablations` run only at `--ablation_noise` (proportional flips), to keep the study short.
 """
 
@@ -408,7 +408,7 @@ seed, which also seeds initialisation and augmentation.
 Model and schedule: `{args.config}`{overrides}. {start}
 
 Methods: `ce` plain cross-entropy (λ fixed at 1, no centre loss); `ldlva` LDLVA as ldl_jax's
-configs run it (each class keeps a mean λ set by the purity of its VA neighbourhood);
+configs run it (each class keeps a mean λ set by how much its rows' VA neighbours agree);
 `ldlva_init_mean` the same with every class's mean λ at `lamb_init`; `ldlva_reference` LDLVA
 as the reference runs it (λ free per row, `lamb_lr` 10); `ldlva_bank` `ldlva` with the
 neighbour memory bank (the neighbours' last central pass instead of a forward pass on their
