@@ -198,16 +198,13 @@ def _placed_copy(parallelism, state):
     return parallelism.place_state(jax.tree.map(jnp.copy, state))
 
 
-def measure_feed(config, model, tx, state, feed, table, num_steps: int) -> dict:
-    """The trainer's step for `feed` fed end to end, and alone on the feed's first batch."""
+def measure_feed(config, model, tx, state, feed, train_rows: dict, num_steps: int) -> dict:
+    """The trainer's step for `feed` fed end to end, and alone on the feed's first batch.
+
+    `train_rows` holds the step's `train_labels` and `train_neighbors`."""
     parallelism = parallel.MeshParallel()
     step_fn = parallelism.compile_train_step(
-        model,
-        tx,
-        config,
-        train_labels=table.labels,
-        train_neighbors=table.knn,
-        input_images=feed.input_images,
+        model, tx, config, input_images=feed.input_images, **train_rows
     )
     batches = feed.batches(0)
     first = next(batches)
@@ -322,11 +319,11 @@ def benchmark(config) -> dict:
         config.data.placement = "host"
         host_feed = train_data.feed(parallel.MeshParallel())
         results["placements"]["host"] = measure_feed(
-            config, model, tx, state, host_feed, table, FLAGS.steps
+            config, model, tx, state, host_feed, train_rows, FLAGS.steps
         )
     device_feed = feeds.device_feed(config, table, images, parallel.MeshParallel())
     results["placements"]["device"] = measure_feed(
-        config, model, tx, state, device_feed, table, FLAGS.steps
+        config, model, tx, state, device_feed, train_rows, FLAGS.steps
     )
     if train_data is not None:
         placements = results["placements"]
