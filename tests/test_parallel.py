@@ -42,7 +42,7 @@ def _worker(*args, env=None):
 def _wait(processes):
     for process in processes:
         output, _ = process.communicate(timeout=600)
-        assert process.returncode == 0, output[-3000:]
+        assert process.returncode == 0, f"exit status {process.returncode}\n{output[-3000:]}"
 
 
 def _load(out, placements=PLACEMENTS):
