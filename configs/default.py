@@ -69,6 +69,11 @@ def get_config():
     # say less about its rows); 'lamb_init': every class at lamb_init (docs/METHOD.md §3,
     # "Each class's mean lambda from its neighbours' agreement").
     config.lamb_class_mean = "consensus"
+    # What each VA neighbour brings to the neighbour distribution q. ldl_jax's default,
+    # 'label': its label with weight lambda_j (its own confidence) and its prediction for the
+    # rest, i.e. its own target; 'prediction': its prediction alone, as in the reference
+    # (docs/METHOD.md §3, "Each neighbour brings its label").
+    config.neighbor_distribution = "label"
     # Where the neighbours' predictions and features come from (docs/METHOD.md §3): 'forward'
     # runs the backbone on the K neighbour images every step (the method); 'memory_bank' reads
     # each neighbour's last central pass from a bank in the train state, ~(3 + K) / 3 times

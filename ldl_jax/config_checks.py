@@ -50,6 +50,11 @@ def validate_config(config) -> None:
             f"config.lamb_class_mean={config.lamb_class_mean!r} is not one of "
             f"{steps.LAMB_CLASS_MEANS}"
         )
+    if task == "ldl" and config.neighbor_distribution not in steps.NEIGHBOR_DISTRIBUTIONS:
+        raise ValueError(
+            f"config.neighbor_distribution={config.neighbor_distribution!r} is not one of "
+            f"{steps.NEIGHBOR_DISTRIBUTIONS}"
+        )
     if not config.data.train_csv:
         raise ValueError("config.data.train_csv is empty: set it to the training CSV")
     _check_parallel(config)

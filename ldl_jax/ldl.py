@@ -45,6 +45,22 @@ def target_distribution(lam, labels, probs_neighbors, weights, num_classes):
     return lam * one_hot + (1.0 - lam) * neighbor_mean
 
 
+def neighbor_distributions(probs_neighbors, labels_neighbors, lam_neighbors):
+    """What each neighbour contributes to q when it brings its label: lam_j * onehot(l_j) +
+    (1 - lam_j) * p_j, the neighbour's own target with its prediction (docs/METHOD.md §3).
+
+    Args:
+      probs_neighbors: (B, K, C) predicted distributions of the neighbours.
+      labels_neighbors: (B, K) their (possibly noisy) labels.
+      lam_neighbors: (B, K) their confidences lambda.
+    """
+    one_hot = jax.nn.one_hot(
+        labels_neighbors, probs_neighbors.shape[-1], dtype=probs_neighbors.dtype
+    )
+    lam = lam_neighbors[..., None]
+    return lam * one_hot + (1.0 - lam) * probs_neighbors
+
+
 def classification_loss(probs, target, sample_weights=None):
     """Mean over the batch of w_i * sum_c -target_ic log(probs_ic + 1e-10)."""
     cross_entropy = -(target * jnp.log(probs + LOG_EPSILON)).sum(axis=-1)

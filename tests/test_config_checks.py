@@ -34,6 +34,7 @@ def test_unknown_backbone_is_named():
         ({"parallel": "dp"}, "config.parallel='dp'"),
         ({"neighbors": "cache"}, "config.neighbors='cache'"),
         ({"lamb_class_mean": "prior"}, "config.lamb_class_mean='prior' is not one of"),
+        ({"neighbor_distribution": "vote"}, "config.neighbor_distribution='vote' is not one of"),
         ({"sync_batch_norm": False}, "config.sync_batch_norm=True"),
         ({"task": "va", "va_loss": "l1"}, "config.va_loss='l1'"),
         ({"task": "va", "parallel": "pmap"}, "config.parallel='pmap'.*'mesh' only"),

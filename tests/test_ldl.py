@@ -65,6 +65,18 @@ def test_theta_gradient_matches_closed_form(rng):
     np.testing.assert_allclose(jax.grad(loss)(theta), closed_form, rtol=1e-5, atol=1e-8)
 
 
+def test_neighbor_distributions_mix_each_label_by_its_lambda(rng):
+    probs_neighbors = _distributions(rng, (B, K, C))
+    labels_neighbors = rng.integers(0, C, (B, K))
+    lam_neighbors = rng.uniform(0, 1, (B, K)).astype(np.float32)
+    mixed = np.asarray(ldl.neighbor_distributions(probs_neighbors, labels_neighbors, lam_neighbors))
+    for i in range(B):
+        for j in range(K):
+            expected = (1.0 - lam_neighbors[i, j]) * np.asarray(probs_neighbors[i, j])
+            expected[labels_neighbors[i, j]] += lam_neighbors[i, j]
+            np.testing.assert_allclose(mixed[i, j], expected, rtol=1e-5, atol=1e-7)
+
+
 def test_classification_loss_value(rng):
     probs = _distributions(rng, (B, C))
     target = _distributions(rng, (B, C))

@@ -32,7 +32,7 @@ def test_step_trains_towards_the_bank_and_writes_its_central_rows(bank_setup):
     index, neighbor_index, labels = batch["index"], batch["neighbor_index"], batch["label"]
 
     # The step's arithmetic by hand: one central pass (no neighbour pass), then AdaptiveSimNet
-    # and the target on the bank's entries of the neighbours.
+    # and the target on the bank's entries of the neighbours and their labels.
     (features, logits), central = model.apply(
         {"params": state.params, "batch_stats": state.batch_stats},
         models.normalize_images(batch["image"], jnp.float32),
@@ -49,10 +49,15 @@ def test_step_trains_towards_the_bank_and_writes_its_central_rows(bank_setup):
     )
     lam = jax.nn.sigmoid(state.theta[index])
     probs = jax.nn.softmax(logits)
-    target = ldl.target_distribution(
-        lam, labels, bank.probs[neighbor_index], batch["va_weight"] * similarity, 7
+    neighbor_lam = jax.nn.sigmoid(state.theta[neighbor_index])
+    assert config.neighbor_distribution == "label"  # the default: labels weighted by lambda
+    neighbor_distributions = ldl.neighbor_distributions(
+        bank.probs[neighbor_index], batch["neighbor_label"], neighbor_lam
     )
-    neighbor_lam = jax.nn.sigmoid(state.theta[neighbor_index]).reshape(-1)
+    target = ldl.target_distribution(
+        lam, labels, neighbor_distributions, batch["va_weight"] * similarity, 7
+    )
+    neighbor_lam = neighbor_lam.reshape(-1)
     center_loss = ldl.center_loss(
         jnp.concatenate([features, bank.features[neighbor_index].reshape(-1, 16)]),
         jnp.concatenate([labels, batch["neighbor_label"].reshape(-1)]),

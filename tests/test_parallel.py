@@ -20,9 +20,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # count: parameters, and the BatchNorm statistics of the activations they produce, agree to
 # about 3 steps x lr; so do the memory bank's entries, activations of those parameters. Adam's
 # moments, theta, the centres and the metrics agree to float32
-# reduction order. (Per-device instead of synchronised BN moves them by ~1e-1.)
+# reduction order, except where such an activation crosses a ReLU's kink: then the gradient of
+# the next layer's weights of that unit, and Adam's moments with it, differ by up to a
+# gradient's size. A share of Adam's moments up to KINK_SHARE may do so. (Per-device instead of
+# synchronised BN moves them by ~1e-1; a gradient off by a factor moves most of them.)
 PARAM_ATOL = 3e-3
 STATE_ATOL = 2e-4
+KINK_SHARE = 1e-3
 PLACEMENTS = ("host", "device")
 
 
@@ -80,6 +84,10 @@ def _assert_states_close(expected, got):
     assert expected.keys() == got.keys()
     for key in expected:
         atol = PARAM_ATOL if key.startswith((".params", ".batch_stats", ".bank")) else STATE_ATOL
+        if key.startswith(".opt_state"):
+            off = np.abs(np.asarray(got[key]) - np.asarray(expected[key])) > atol
+            assert off.mean() <= KINK_SHARE, f"{key}: {off.sum()} of {off.size} moments differ"
+            atol = PARAM_ATOL
         np.testing.assert_allclose(got[key], expected[key], atol=atol, rtol=0, err_msg=key)
 
 

@@ -135,6 +135,28 @@ def test_consensus_class_mean_holds_each_class_at_its_own_mean(compiled):
         steps.make_train_step(model, tx, config, train_labels=TRAIN_LABELS)
 
 
+@pytest.mark.parametrize("neighbor_distribution", ["prediction", "label"])
+def test_neighbor_labels_reach_theta_only_when_they_enter_q(compiled, neighbor_distribution):
+    """Without the centre loss, the neighbours' labels change the theta step only with
+    neighbor_distribution='label', where each neighbour brings its label weighted by its
+    lambda into q; with 'prediction' (the reference) q is the neighbours' predictions alone."""
+    _, model, _, _, _ = compiled
+    config = make_tiny_config(
+        lamb_fixed_class_mean=False, gamma=0.0, neighbor_distribution=neighbor_distribution
+    )
+    tx = train_state.create_optimizer(config, steps_per_epoch=5)
+    step = steps.compile_train_step(model, tx, config)
+    start = train_state.create_train_state(config, model, tx, NUM_ROWS)
+    batch = testing.random_train_batch(config, NUM_ROWS, seed=4)
+    relabelled = dict(batch, neighbor_label=(batch["neighbor_label"] + 1) % config.num_classes)
+    theta = np.asarray(step(_fresh(start), batch)[0].theta)
+    theta_relabelled = np.asarray(step(_fresh(start), relabelled)[0].theta)
+    if neighbor_distribution == "label":
+        assert np.abs(theta - theta_relabelled).max() > 1e-3
+    else:
+        np.testing.assert_array_equal(theta, theta_relabelled)
+
+
 def test_fixed_class_mean_needs_the_training_labels():
     config = make_tiny_config(lamb_fixed_class_mean=True)
     model, tx, _ = _setup(config)
@@ -175,7 +197,11 @@ def test_theta_step_is_sgd_on_the_closed_form_gradient(compiled):
     lam = jax.nn.sigmoid(state.theta[batch["index"]])
     log_p = jnp.log(jax.nn.softmax(logits) + ldl.LOG_EPSILON)
     weights = batch["va_weight"] * similarity
-    q = jnp.einsum("bk,bkc->bc", weights, jax.nn.softmax(nb_logits).reshape(b, k, -1))
+    # The default q: each neighbour's label with weight lambda_j, its prediction for the rest.
+    nb_lam = jax.nn.sigmoid(state.theta[batch["neighbor_index"]])[..., None]
+    nb_label = jax.nn.one_hot(batch["neighbor_label"], tiny_config.num_classes)
+    nb_probs = jax.nn.softmax(nb_logits).reshape(b, k, -1)
+    q = jnp.einsum("bk,bkc->bc", weights, nb_lam * nb_label + (1 - nb_lam) * nb_probs)
     q = q / weights.sum(-1, keepdims=True)
     log_p_label = jnp.take_along_axis(log_p, batch["label"][:, None], 1)[:, 0]
     closed_form = lam * (1 - lam) * (-log_p_label + (q * log_p).sum(-1)) / b

@@ -14,10 +14,13 @@ resumes from its own checkpoint.
 Methods (config overrides on top of `--config`):
   ce               plain cross-entropy: lambda fixed at 1, no centre loss;
   ldlva            LDLVA as ldl_jax's configs run it;
-  ldlva_reference  LDLVA as the reference runs it: theta free (no per-class mean), lamb_lr 10;
+  ldlva_reference  LDLVA as the reference runs it: theta free (no per-class mean), lamb_lr 10,
+                   q the neighbours' predictions;
   ldlva_bank       ldlva with the neighbour memory bank (config.neighbors = 'memory_bank');
   ldlva_init_mean  ldlva with every class's mean lambda at lamb_init (not set by how much its
-                   rows' VA neighbours agree; ldl_jax's default before that was measured).
+                   rows' VA neighbours agree; ldl_jax's default before that was measured);
+  ldlva_prediction ldlva with q made of the neighbours' predictions alone, as in the reference
+                   (not of their lambda-weighted labels; ldl_jax's default before that).
 `--ablations` run only at `--ablation_noise` (proportional flips), to keep the study short.
 """
 
@@ -45,12 +48,17 @@ from tools.make_noisy_labels import flip_labels  # noqa: E402
 METHODS = {
     "ce": {"gamma": 0.0, "lamb_init": 30.0, "lamb_lr": 0.0},
     "ldlva": {},
-    "ldlva_reference": {"lamb_fixed_class_mean": False, "lamb_lr": 10.0},
+    "ldlva_reference": {
+        "lamb_fixed_class_mean": False,
+        "lamb_lr": 10.0,
+        "neighbor_distribution": "prediction",
+    },
     "ldlva_bank": {"neighbors": "memory_bank"},
     "ldlva_init_mean": {"lamb_class_mean": "lamb_init"},
+    "ldlva_prediction": {"neighbor_distribution": "prediction"},
 }
 # Methods whose lambda is learned: their noise-detection figures are reported.
-LEARNS_LAMBDA = ("ldlva", "ldlva_reference", "ldlva_bank", "ldlva_init_mean")
+LEARNS_LAMBDA = tuple(method for method in METHODS if method != "ce")
 
 
 def run_name(method: str, noise: float, mode: str, seed: int) -> str:
@@ -408,11 +416,13 @@ seed, which also seeds initialisation and augmentation.
 Model and schedule: `{args.config}`{overrides}. {start}
 
 Methods: `ce` plain cross-entropy (λ fixed at 1, no centre loss); `ldlva` LDLVA as ldl_jax's
-configs run it (each class keeps a mean λ set by how much its rows' VA neighbours agree);
-`ldlva_init_mean` the same with every class's mean λ at `lamb_init`; `ldlva_reference` LDLVA
-as the reference runs it (λ free per row, `lamb_lr` 10); `ldlva_bank` `ldlva` with the
-neighbour memory bank (the neighbours' last central pass instead of a forward pass on their
-images).
+configs run it (each class keeps a mean λ set by how much its rows' VA neighbours agree; each
+neighbour brings its label, weighted by its λ, and its prediction into q);
+`ldlva_prediction` the same with q made of the neighbours' predictions alone, as in the
+reference; `ldlva_init_mean` `ldlva` with every class's mean λ at `lamb_init`;
+`ldlva_reference` LDLVA as the reference runs it (λ free per row, `lamb_lr` 10, q from
+predictions); `ldlva_bank` `ldlva` with the neighbour memory bank (the neighbours' last
+central pass instead of a forward pass on their images).
 
 Test accuracy is that of the final checkpoint on the clean test set. λ precision@k is the share
 of flipped rows among the k lowest-λ rows (k = the number of flipped rows); λ AUROC that of
