@@ -31,7 +31,8 @@ def target_distribution(lam, labels, probs_neighbors, weights, num_classes):
     Args:
       lam: (B,) or (B, 1) the per-sample confidence lambda in [0, 1].
       labels: (B,) integer labels.
-      probs_neighbors: (B, K, C) predicted distributions of the neighbours.
+      probs_neighbors: (B, K, C) the neighbours' distributions: their predictions (the
+        reference) or `neighbor_distributions` (ldl_jax's default).
       weights: (B, K) neighbour weights a * s (positive).
       num_classes: C.
 
