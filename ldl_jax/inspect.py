@@ -95,8 +95,15 @@ def _features_and_probs(restored: inference.Restored, images, batch_size):
 
 
 def _target_distributions(restored, rows, lam, table, features, probs):
-    """The label distributions y = lambda onehot + (1 - lambda) q of `rows` (eval-mode SimNet)."""
+    """The label distributions y = lambda onehot + (1 - lambda) q of `rows` (eval-mode SimNet),
+    with q built as the run's `neighbor_distribution` builds it (a run that predates the field
+    used the neighbours' predictions)."""
     neighbors = table.knn[rows]
+    neighbor_distributions = probs[neighbors]
+    if restored.config.get("neighbor_distribution", "prediction") == "label":
+        neighbor_distributions = ldl.neighbor_distributions(
+            neighbor_distributions, table.labels[neighbors], lam[neighbors]
+        )
     similarity = restored.model.apply(
         restored.variables,
         features[rows],
@@ -108,7 +115,7 @@ def _target_distributions(restored, rows, lam, table, features, probs):
         ldl.target_distribution(
             lam[rows],
             table.labels[rows],
-            probs[neighbors],
+            neighbor_distributions,
             table.va_weights[rows] * np.asarray(similarity),
             restored.config.num_classes,
         )

@@ -2,14 +2,16 @@
 
 import itertools
 import json
+import types
 
+import jax
 import numpy as np
 import pandas as pd
 import pytest
 
+from ldl_jax import inference, models, train
 from ldl_jax import inspect as lambda_inspect
-from ldl_jax import train
-from tests.conftest import make_data_config
+from tests.conftest import make_data_config, make_tiny_config
 
 
 def test_precision_at_k_by_hand():
@@ -60,3 +62,37 @@ def test_inspect_writes_ranking_plots_and_detection(synthetic_dir, tmp_path):
     assert json.loads((out / "summary.json").read_text())["num_flipped"] == 6
     for png in ("lambda_histogram.png", "lowest_lambda.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("neighbor_distribution", ["label", "prediction"])
+def test_grid_targets_build_q_as_the_run_did(neighbor_distribution):
+    """Rows 0 and 1 (lambda 0) have neighbours 2-4, all labelled Disgust with lambda 1: their
+    target is Disgust exactly when the neighbours bring their labels, else the neighbours'
+    (random) predictions."""
+    config = make_tiny_config(neighbor_distribution=neighbor_distribution)
+    model = models.create_model(config)
+    variables = models.init_variables(
+        model, jax.random.PRNGKey(0), config.input_size, config.num_neighbors
+    )
+    restored = inference.Restored(config, model, dict(variables), "latest", 0)
+    rng = np.random.default_rng(0)
+    labels = np.array([0, 1, 5, 5, 5, 2])
+    table = types.SimpleNamespace(
+        labels=labels,
+        knn=np.array([[2, 3, 4]] * 6),
+        va_weights=rng.uniform(0.1, 1.0, (6, 3)).astype(np.float32),
+    )
+    lam = np.array([0.0, 0.0, 1.0, 1.0, 1.0, 0.5], np.float32)
+    features = rng.normal(size=(6, 16)).astype(np.float32)
+    probs = np.asarray(jax.nn.softmax(rng.normal(size=(6, 7)) * 3.0), np.float32)
+    targets = lambda_inspect._target_distributions(
+        restored, np.array([0, 1]), lam, table, features, probs
+    )
+    disgust = np.eye(7, dtype=np.float32)[[5, 5]]
+    if neighbor_distribution == "label":
+        np.testing.assert_allclose(targets, disgust, atol=1e-6)
+    else:
+        assert np.abs(targets - disgust).max() > 0.1
+        spread = probs[2:5]  # each target is a weighted mean of the neighbours' predictions
+        assert np.all(targets >= spread.min(axis=0) - 1e-6)
+        assert np.all(targets <= spread.max(axis=0) + 1e-6)
