@@ -56,8 +56,8 @@ def make_train_step(
       model: the LDLVA network.
       tx: the optimiser of the model parameters.
       config: reads num_classes, gamma, head_l2, lamb_init, lamb_lr, lamb_beta,
-        lamb_fixed_class_mean, lamb_class_mean, center_lr, center_push_scale (B and K come
-        from the batch).
+        lamb_fixed_class_mean, lamb_class_mean, neighbor_distribution, center_lr,
+        center_push_scale (B and K come from the batch).
       class_weights: optional (C,) weights omega of L_cls per label.
       axis_name: when the step runs per device (pmap), the device axis: gradients, metrics,
         the theta rows and the centre statistics are then reduced to those of the global batch.
