@@ -8,7 +8,7 @@ checked there too.
 
 import jax
 
-from ldl_jax import backbones, memory_bank, parallel, steps, va_model
+from ldl_jax import backbones, ldl, memory_bank, parallel, steps, va_model
 from ldl_jax.data import feeds
 
 TASKS = ("ldl", va_model.TASK)
@@ -50,10 +50,10 @@ def validate_config(config) -> None:
             f"config.lamb_class_mean={config.lamb_class_mean!r} is not one of "
             f"{steps.LAMB_CLASS_MEANS}"
         )
-    if task == "ldl" and config.neighbor_distribution not in steps.NEIGHBOR_DISTRIBUTIONS:
+    if task == "ldl" and config.neighbor_distribution not in ldl.NEIGHBOR_DISTRIBUTIONS:
         raise ValueError(
             f"config.neighbor_distribution={config.neighbor_distribution!r} is not one of "
-            f"{steps.NEIGHBOR_DISTRIBUTIONS}"
+            f"{ldl.NEIGHBOR_DISTRIBUTIONS}"
         )
     if not config.data.train_csv:
         raise ValueError("config.data.train_csv is empty: set it to the training CSV")

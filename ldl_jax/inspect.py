@@ -99,11 +99,12 @@ def _target_distributions(restored, rows, lam, table, features, probs):
     with q built as the run's `neighbor_distribution` builds it (a run that predates the field
     used the neighbours' predictions)."""
     neighbors = table.knn[rows]
-    neighbor_distributions = probs[neighbors]
-    if restored.config.get("neighbor_distribution", "prediction") == "label":
-        neighbor_distributions = ldl.neighbor_distributions(
-            neighbor_distributions, table.labels[neighbors], lam[neighbors]
-        )
+    neighbor_distributions = ldl.neighbor_distributions(
+        restored.config.get("neighbor_distribution", "prediction"),
+        probs[neighbors],
+        table.labels[neighbors],
+        lam[neighbors],
+    )
     similarity = restored.model.apply(
         restored.variables,
         features[rows],

@@ -8,6 +8,9 @@ import jax
 import jax.numpy as jnp
 
 LOG_EPSILON = 1e-10
+# What a neighbour contributes to the neighbour distribution q: its prediction (the reference)
+# or its label weighted by its lambda, with its prediction for the rest.
+NEIGHBOR_DISTRIBUTIONS = ("prediction", "label")
 
 
 def va_weights(va, va_neighbors, bandwidth=0.5):
@@ -32,7 +35,7 @@ def target_distribution(lam, labels, probs_neighbors, weights, num_classes):
       lam: (B,) or (B, 1) the per-sample confidence lambda in [0, 1].
       labels: (B,) integer labels.
       probs_neighbors: (B, K, C) the neighbours' distributions: their predictions (the
-        reference) or `neighbor_distributions` (ldl_jax's default).
+        reference) or what `neighbor_distributions` makes of them.
       weights: (B, K) neighbour weights a * s (positive).
       num_classes: C.
 
@@ -46,15 +49,24 @@ def target_distribution(lam, labels, probs_neighbors, weights, num_classes):
     return lam * one_hot + (1.0 - lam) * neighbor_mean
 
 
-def neighbor_distributions(probs_neighbors, labels_neighbors, lam_neighbors):
-    """What each neighbour contributes to q when it brings its label: lam_j * onehot(l_j) +
-    (1 - lam_j) * p_j, the neighbour's own target with its prediction (docs/METHOD.md §3).
+def neighbor_distributions(mode, probs_neighbors, labels_neighbors, lam_neighbors):
+    """What each neighbour contributes to q (`config.neighbor_distribution`, docs/METHOD.md §3):
+    'prediction' (the reference) its prediction p_j; 'label' its own target, lam_j *
+    onehot(l_j) + (1 - lam_j) * p_j.
 
     Args:
+      mode: one of NEIGHBOR_DISTRIBUTIONS.
       probs_neighbors: (B, K, C) predicted distributions of the neighbours.
       labels_neighbors: (B, K) their (possibly noisy) labels.
       lam_neighbors: (B, K) their confidences lambda.
+
+    Returns:
+      (B, K, C) distributions.
     """
+    if mode not in NEIGHBOR_DISTRIBUTIONS:
+        raise ValueError(f"neighbor_distribution={mode!r} is not one of {NEIGHBOR_DISTRIBUTIONS}")
+    if mode == "prediction":
+        return probs_neighbors
     one_hot = jax.nn.one_hot(
         labels_neighbors, probs_neighbors.shape[-1], dtype=probs_neighbors.dtype
     )

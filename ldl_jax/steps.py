@@ -16,9 +16,6 @@ from ldl_jax.train_state import TrainState
 TRAIN_METRICS = ("loss", "cls_loss", "center_loss", "accuracy", "mean_lambda")
 # What each class's mean theta is held at under config.lamb_fixed_class_mean.
 LAMB_CLASS_MEANS = ("lamb_init", "consensus")
-# What a neighbour contributes to the neighbour distribution q: its prediction (the reference)
-# or its label weighted by its lambda, with its prediction for the rest.
-NEIGHBOR_DISTRIBUTIONS = ("prediction", "label")
 
 
 def _head_kernel_l2(params):
@@ -135,10 +132,9 @@ def make_train_step(
                 state, neighbor_images, neighbor_rng
             )
         neighbor_lam = jax.nn.sigmoid(state.theta[batch["neighbor_index"]])
-        if config.neighbor_distribution == "label":
-            neighbor_probs = ldl.neighbor_distributions(
-                neighbor_probs, batch["neighbor_label"], neighbor_lam
-            )
+        neighbor_probs = ldl.neighbor_distributions(
+            config.neighbor_distribution, neighbor_probs, batch["neighbor_label"], neighbor_lam
+        )
 
         def loss_fn(params, theta_batch):
             # 2. Central pass (BN statistics updated again, after the neighbours' if they ran).

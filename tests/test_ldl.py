@@ -69,7 +69,9 @@ def test_neighbor_distributions_mix_each_label_by_its_lambda(rng):
     probs_neighbors = _distributions(rng, (B, K, C))
     labels_neighbors = rng.integers(0, C, (B, K))
     lam_neighbors = rng.uniform(0, 1, (B, K)).astype(np.float32)
-    mixed = np.asarray(ldl.neighbor_distributions(probs_neighbors, labels_neighbors, lam_neighbors))
+    mixed = np.asarray(
+        ldl.neighbor_distributions("label", probs_neighbors, labels_neighbors, lam_neighbors)
+    )
     for i in range(B):
         for j in range(K):
             expected = (1.0 - lam_neighbors[i, j]) * np.asarray(probs_neighbors[i, j])

@@ -52,7 +52,7 @@ def test_step_trains_towards_the_bank_and_writes_its_central_rows(bank_setup):
     neighbor_lam = jax.nn.sigmoid(state.theta[neighbor_index])
     assert config.neighbor_distribution == "label"  # the default: labels weighted by lambda
     neighbor_distributions = ldl.neighbor_distributions(
-        bank.probs[neighbor_index], batch["neighbor_label"], neighbor_lam
+        "label", bank.probs[neighbor_index], batch["neighbor_label"], neighbor_lam
     )
     target = ldl.target_distribution(
         lam, labels, neighbor_distributions, batch["va_weight"] * similarity, 7
