@@ -61,6 +61,9 @@ def test_tiny_study_reports_its_runs_and_skips_finished_ones(tmp_path, monkeypat
     report = (tmp_path / "RESULTS.md").read_text()
     accuracy = 100 * results["ldlva_proportional30_s0"]["accuracy"]
     assert f"| 30% | proportional | ldlva | 1 | {accuracy:.1f} |" in report
+    words = " ".join(report.split())  # the methods' paragraph is wrapped
+    assert "`ldlva` LDLVA as ldl_jax's configs run it" in words
+    assert "`ldlva_reference`" not in words  # only the methods the study ran are described
     assert (tmp_path / "study.png").read_bytes()[:4] == b"\x89PNG"
 
     def no_training(*_):
