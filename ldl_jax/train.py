@@ -235,16 +235,53 @@ def evaluate_checkpoint(config, workdir, checkpoint: str = "latest") -> dict[str
       workdir: the training run's workdir.
       checkpoint: 'latest', 'best' or a step number of the latest-checkpoint series.
     """
+    eval_sets = read_checked_eval_sets(config)
+    restored = inference.restore_variables(data.resolve(workdir), config, checkpoint)
+    parallelism = parallel.create(config)
+    eval_step = parallelism.compile_eval_step(restored.model, config.num_classes)
+
+    def plot_confusion(name, metrics, out):
+        evaluation.plot_confusion(
+            metrics["confusion_matrix"],
+            config.class_names,
+            f"{name}: {metrics['accuracy']:.2%} ({restored.which}, step {restored.step})",
+            out / f"confusion_{name}.png",
+        )
+
+    return write_checkpoint_evaluation(
+        config,
+        workdir,
+        restored,
+        eval_sets,
+        lambda eval_set: _evaluate_set(
+            config, parallelism, eval_step, restored.variables, eval_set
+        ),
+        _write_eval_scalars,
+        plot_confusion,
+    )
+
+
+def read_checked_eval_sets(config) -> dict:
+    """The config checked and its evaluation sets read (before any checkpoint is restored)."""
     config_checks.validate_config(config)
-    workdir = data.resolve(workdir)
     eval_sets = data.read_eval_sets(config)
     if not eval_sets:
         raise ValueError("no evaluation set: set config.data.test_csv or config.eval_sets")
-    restored = inference.restore_variables(workdir, config, checkpoint)
-    which, step, variables = restored.which, restored.step, restored.variables
-    parallelism = parallel.create(config)
-    eval_step = parallelism.compile_eval_step(restored.model, config.num_classes)
-    out = workdir / "eval" / f"{which}-{step}"
+    return eval_sets
+
+
+def write_checkpoint_evaluation(
+    config, workdir, restored, eval_sets, evaluate_set, write_scalars, report=None
+) -> dict[str, Any]:
+    """Evaluates a restored checkpoint on every set and writes WORKDIR/eval/WHICH-STEP/.
+
+    Shared by the LDLVA and the VA `--mode=eval`: each set is decoded, measured by
+    `evaluate_set(eval_set) -> metrics`, written to TensorBoard by `write_scalars(writer, step,
+    name, metrics)` and passed to `report(name, metrics, out)` (process 0 only) for whatever
+    else the task writes; all sets' metrics go to `eval_results.json`.
+    """
+    step = restored.step
+    out = data.resolve(workdir) / "eval" / f"{restored.which}-{step}"
     out.mkdir(parents=True, exist_ok=True)
     writer = metric_writers.create_default_writer(
         out, just_logging=jax.process_index() > 0, asynchronous=False
@@ -252,16 +289,11 @@ def evaluate_checkpoint(config, workdir, checkpoint: str = "latest") -> dict[str
     results = {}
     for name, eval_set in eval_sets.items():
         eval_set.decode(config.input_size)
-        results[name] = _evaluate_set(config, parallelism, eval_step, variables, eval_set)
-        results[name].update(step=step, checkpoint=which)
-        _write_eval_scalars(writer, step, name, results[name])
-        if jax.process_index() == 0:
-            evaluation.plot_confusion(
-                results[name]["confusion_matrix"],
-                config.class_names,
-                f"{name}: {results[name]['accuracy']:.2%} ({which}, step {step})",
-                out / f"confusion_{name}.png",
-            )
+        results[name] = evaluate_set(eval_set)
+        results[name].update(step=step, checkpoint=restored.which)
+        write_scalars(writer, step, name, results[name])
+        if report is not None and jax.process_index() == 0:
+            report(name, results[name], out)
     if jax.process_index() == 0:
         _write_json(out / EVAL_RESULTS_FILE, results)
     writer.flush()

@@ -18,9 +18,9 @@ from typing import Any
 import jax
 import numpy as np
 from absl import logging
-from clu import metric_writers, periodic_actions
+from clu import periodic_actions
 
-from ldl_jax import checkpointing, config_checks, data, inference, parallel, train, va_model
+from ldl_jax import checkpointing, data, inference, parallel, train, va_model
 from ldl_jax.train_state import create_optimizer
 
 EVAL_RESULTS_FILE = train.EVAL_RESULTS_FILE
@@ -186,27 +186,20 @@ def evaluate_checkpoint(config, workdir, checkpoint: str = "latest") -> dict[str
     Writes WORKDIR/eval/CHECKPOINT-STEP/eval_results.json and TensorBoard scalars.
     """
     _check_task(config)
-    config_checks.validate_config(config)
-    eval_sets = data.read_eval_sets(config)
-    if not eval_sets:
-        raise ValueError("no evaluation set: set config.data.test_csv or config.eval_sets")
+    eval_sets = train.read_checked_eval_sets(config)
     restored = _restore(workdir, checkpoint, config)
-    which, step, variables = restored.which, restored.step, restored.variables
     parallelism = parallel.create(config)
     predict = _compile_predict(parallelism, restored.model)
-    out = data.resolve(workdir) / "eval" / f"{which}-{step}"
-    out.mkdir(parents=True, exist_ok=True)
-    writer = metric_writers.create_default_writer(
-        out, just_logging=jax.process_index() > 0, asynchronous=False
+
+    def log_metrics(name, metrics, _):
+        logging.info("[%d] %s: %s", restored.step, name, {k: round(metrics[k], 4) for k in SCALARS})
+
+    return train.write_checkpoint_evaluation(
+        config,
+        workdir,
+        restored,
+        eval_sets,
+        lambda eval_set: _evaluate_set(config, parallelism, predict, restored.variables, eval_set),
+        _write_scalars,
+        log_metrics,
     )
-    results = {}
-    for name, eval_set in eval_sets.items():
-        eval_set.decode(config.input_size)
-        results[name] = _evaluate_set(config, parallelism, predict, variables, eval_set)
-        results[name].update(step=step, checkpoint=which)
-        _write_scalars(writer, step, name, results[name])
-        logging.info("[%d] %s: %s", step, name, {k: round(results[name][k], 4) for k in SCALARS})
-    if jax.process_index() == 0:
-        train._write_json(out / EVAL_RESULTS_FILE, results)
-    writer.flush()
-    return results
