@@ -322,3 +322,40 @@ def test_annotate_names_missing_images_and_bad_arguments(synthetic_dir, va_workd
     with pytest.raises(tables.DataError, match="subDirectory_filePath"):
         annotate_va.annotate(va_workdir, csv, images, out)
     assert not out.exists()
+
+
+def test_noise_study_takes_its_va_neighbours_from_a_regressor(va_workdir, tmp_path):
+    """--va_regressor: the study's training rows get the regressor's VA and knn (annotate_va),
+    its noisy copies keep them, and a later call without the flag is refused."""
+    from tests.test_noise_study import TINY
+    from tools import noise_study
+
+    out = tmp_path / "study"
+    args = TINY + [
+        f"--out={out}",
+        "--methods=ldlva",
+        "--noise=0.3",
+        "--pretrain_epochs=0",
+        f"--va_regressor={va_workdir}",
+        f"--results={tmp_path / 'RESULTS.md'}",
+        f"--plot={tmp_path / 'study.png'}",
+    ]
+    noise_study.main(args)
+
+    clean = out / "data" / "clean"
+    expected = tmp_path / "expected.csv"
+    annotate_va.annotate(va_workdir, clean / "train.csv", clean / "images", expected)
+    annotated = pd.read_csv(clean / noise_study.REGRESSOR_TRAIN_CSV)
+    pd.testing.assert_frame_equal(annotated, pd.read_csv(expected))
+    assert not annotated["knn"].equals(pd.read_csv(clean / "train.csv")["knn"])
+    config = json.loads((out / "runs" / "ldlva_proportional30_s0" / "config.json").read_text())
+    noisy = pd.read_csv(config["data"]["train_csv"])
+    assert noisy["knn"].equals(annotated["knn"])
+    assert noisy["expression_backup"].equals(annotated["expression"])
+    assert "predicted by the VA regressor" in " ".join(
+        (tmp_path / "RESULTS.md").read_text().split()
+    )
+
+    without = [arg for arg in args if not arg.startswith("--va_regressor")]
+    with pytest.raises(SystemExit, match="--va_regressor was"):
+        noise_study.main(without)

@@ -107,8 +107,48 @@ def plan(args) -> list[dict]:
     return runs
 
 
+# What defines a study's data and starting point: a study folder holds runs of one setting,
+# so a later call with other values is refused rather than mixed into its results.
+STUDY_SETTINGS = (
+    "config",
+    "set",
+    "data_seed",
+    "num_train",
+    "num_test",
+    "image_size",
+    "pretrain_epochs",
+    "pretrain_num_train",
+    "pretrain_data_seed",
+    "va_regressor",
+)
+# The clean training CSV with valence, arousal and knn from `--va_regressor`.
+REGRESSOR_TRAIN_CSV = "train_regressor_va.csv"
+
+
+def check_study_settings(args) -> None:
+    """Records the study's settings in OUT/study.json, or refuses ones that differ from them."""
+    path = pathlib.Path(args.out) / "study.json"
+    settings = {name: getattr(args, name) for name in STUDY_SETTINGS}
+    if path.exists():
+        saved = json.loads(path.read_text())
+        changed = [
+            f"--{name} was {saved.get(name)!r}, now {value!r}"
+            for name, value in settings.items()
+            if saved.get(name) != value
+        ]
+        if changed:
+            raise SystemExit(
+                f"{args.out} holds a study with other settings ({'; '.join(changed)}): "
+                "use another --out"
+            )
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(settings, indent=1))
+
+
 def prepare_data(args) -> pathlib.Path:
-    """The clean synthetic set (generated once) under OUT/data."""
+    """The clean synthetic set (generated once) under OUT/data; with `--va_regressor`, also its
+    training CSV with that regressor's valence, arousal and VA neighbours."""
     from ldl_jax import synthetic
 
     data = pathlib.Path(args.out) / "data"
@@ -122,12 +162,35 @@ def prepare_data(args) -> pathlib.Path:
             num_neighbors=20,
             class_balance="rafdb",
         )
+    if args.va_regressor and not clean_train_csv(args, data).exists():
+        from ldl_jax import annotate_va
+
+        annotate_va.annotate(
+            args.va_regressor,
+            data / "clean" / "train.csv",
+            data / "clean" / "images",
+            clean_train_csv(args, data),
+        )
     return data
 
 
-def train_csv(data: pathlib.Path, run: dict) -> pathlib.Path:
-    """The run's training CSV; noisy copies keep the clean label in `expression_backup`."""
-    clean = data / "clean" / "train.csv"
+def clean_train_csv(args, data: pathlib.Path) -> pathlib.Path:
+    """The clean training CSV: the generator's, or with `--va_regressor` its annotated copy."""
+    return data / "clean" / (REGRESSOR_TRAIN_CSV if args.va_regressor else "train.csv")
+
+
+def neighbor_label_purity(csv_path: pathlib.Path, num_neighbors: int) -> float:
+    """The share of each row's `num_neighbors` nearest VA neighbours with the row's label."""
+    frame = pd.read_csv(csv_path)
+    labels = frame["expression"].to_numpy()
+    knn = np.array([[int(j) for j in row.split(";")[:num_neighbors]] for row in frame["knn"]])
+    return float((labels[knn] == labels[:, None]).mean())
+
+
+def train_csv(clean: pathlib.Path, run: dict) -> pathlib.Path:
+    """The run's training CSV, `clean` or a noisy copy of it beside its folder; noisy copies
+    keep the clean label in `expression_backup`."""
+    data = clean.parent.parent
     if run["noise"] == 0:
         return clean
     path = data / f"train_{run['mode']}{int(round(run['noise'] * 100))}_s{run['seed']}.csv"
@@ -147,7 +210,7 @@ def run_overrides(args, data: pathlib.Path, run: dict, pretrained: str) -> dict:
         "model.pretrained": pretrained,
         "data.synthetic.dir": str(data / "clean"),  # exists: nothing is generated
         "data.image_dir": str(data / "clean" / "images"),
-        "data.train_csv": str(train_csv(data, run)),
+        "data.train_csv": str(train_csv(clean_train_csv(args, data), run)),
         "data.val_csv": "",
         "data.test_csv": str(data / "clean" / "test.csv"),
         "seed": run["seed"],
@@ -280,6 +343,7 @@ def run_study(args) -> dict[str, dict]:
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    check_study_settings(args)
     data = prepare_data(args)
     pretrained = pretrain(args)
     runs = plan(args)
@@ -394,7 +458,8 @@ def plot(summary: pd.DataFrame, path: pathlib.Path) -> None:
         ax.set_xlabel("flipped training labels (%)")
         ax.set_ylabel("test accuracy (%)")
         ax.grid(alpha=0.3)
-        ax.legend()
+        if ax.get_legend_handles_labels()[0]:  # a method with one noise level draws no line
+            ax.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
@@ -416,6 +481,28 @@ def write_report(args, summary: pd.DataFrame, command: str) -> None:
         )
     else:
         start = "Every run starts from random weights."
+    num_neighbors = _load_config(args.config, _parse_sets(args.set)).num_neighbors
+    clean = clean_train_csv(args, pathlib.Path(args.out) / "data")
+    source = (
+        f"predicted by the VA regressor in `{args.va_regressor}` (`ldl_jax.annotate_va`), as "
+        "on RAF-DB"
+        if args.va_regressor
+        else "the generator's true valence and arousal"
+    )
+    neighbours = (
+        f"VA neighbours from {source}: {neighbor_label_purity(clean, num_neighbors):.1%} of "
+        f"each row's {num_neighbors} nearest share its clean label."
+    )
+    data_text = textwrap.fill(
+        f"Data: the built-in synthetic generator with RAF-DB's class balance (data seed "
+        f"{args.data_seed}, {args.num_train} training / {args.num_test} test images at "
+        f"{args.image_size} px). Per seed, a noisy copy of the training labels "
+        "(`tools/make_noisy_labels.py`'s flips), seeded by the run's seed, which also seeds "
+        f"initialisation and augmentation. {neighbours} Model and schedule: `{args.config}`"
+        f"{overrides}. {start}",
+        width=96,
+        break_on_hyphens=False,
+    )
     used = dict.fromkeys([*args.methods, *args.ablations])
     methods = textwrap.fill(
         "Methods: " + "; ".join(f"`{name}` {METHOD_DESCRIPTIONS[name]}" for name in used) + ".",
@@ -430,11 +517,7 @@ Generated by
 {command}
 ```
 
-Data: the built-in synthetic generator with RAF-DB's class balance (data seed {args.data_seed},
-{args.num_train} training / {args.num_test} test images at {args.image_size} px). Per seed, a
-noisy copy of the training labels (`tools/make_noisy_labels.py`'s flips), seeded by the run's
-seed, which also seeds initialisation and augmentation.
-Model and schedule: `{args.config}`{overrides}. {start}
+{data_text}
 
 {methods}
 
@@ -485,6 +568,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="Epochs of cross-entropy pre-training on a disjoint clean set; 0: from scratch.",
     )
     parser.add_argument("--pretrain_num_train", type=int, default=4000)
+    parser.add_argument(
+        "--va_regressor",
+        default="",
+        help="A VA regressor's workdir (config.task 'va'): the training rows' valence, arousal "
+        "and VA neighbours come from its predictions (ldl_jax.annotate_va), as on RAF-DB, "
+        "instead of the generator's true values.",
+    )
     parser.add_argument("--pretrain_data_seed", type=int, default=7)
     parser.add_argument(
         "--set", action="append", default=[], help="Config override for every run, KEY=VALUE."
