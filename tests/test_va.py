@@ -359,3 +359,12 @@ def test_noise_study_takes_its_va_neighbours_from_a_regressor(va_workdir, tmp_pa
     without = [arg for arg in args if not arg.startswith("--va_regressor")]
     with pytest.raises(SystemExit, match="--va_regressor was"):
         noise_study.main(without)
+
+
+def test_synthetic_va_config_takes_another_data_seed():
+    module = importlib.import_module("configs.synthetic_va")
+    assert module.get_config().data.train_csv == "data/synthetic_va/train.csv"
+    config = module.get_config("5")  # --config=configs/synthetic_va.py:5
+    assert config.data.synthetic.seed == 5
+    assert config.data.synthetic.dir == "data/synthetic_va_seed5"
+    assert config.data.train_csv == "data/synthetic_va_seed5/train.csv"
