@@ -352,7 +352,7 @@ def test_noise_study_takes_its_va_neighbours_from_a_regressor(va_workdir, tmp_pa
     noisy = pd.read_csv(config["data"]["train_csv"])
     assert noisy["knn"].equals(annotated["knn"])
     assert noisy["expression_backup"].equals(annotated["expression"])
-    assert "predicted by the VA regressor" in " ".join(
+    assert "from the predictions of the VA regressor" in " ".join(
         (tmp_path / "RESULTS.md").read_text().split()
     )
 

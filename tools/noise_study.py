@@ -484,8 +484,8 @@ def write_report(args, summary: pd.DataFrame, command: str) -> None:
     num_neighbors = _load_config(args.config, _parse_sets(args.set)).num_neighbors
     clean = clean_train_csv(args, pathlib.Path(args.out) / "data")
     source = (
-        f"predicted by the VA regressor in `{args.va_regressor}` (`ldl_jax.annotate_va`), as "
-        "on RAF-DB"
+        f"the predictions of the VA regressor in `{args.va_regressor}` "
+        "(`ldl_jax.annotate_va`), as on RAF-DB"
         if args.va_regressor
         else "the generator's true valence and arousal"
     )
