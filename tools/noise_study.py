@@ -12,8 +12,8 @@ cross-entropy on a disjoint clean synthetic set, trained once per study. Finishe
 are skipped, so an interrupted study continues where it stopped; a run interrupted half-way
 resumes from its own checkpoint.
 
-Methods: `METHODS` below (config overrides on top of `--config`), described in the report
-by `METHOD_DESCRIPTIONS`. `--methods` run at every noise level and flip mode;
+Methods: `METHODS` below (config overrides on top of `--config` and how the report describes
+them). `--methods` run at every noise level and flip mode;
 `--ablations` run only at `--ablation_noise` (proportional flips), to keep the study short.
 """
 
@@ -29,6 +29,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -39,37 +40,40 @@ if str(REPO_ROOT) not in sys.path:
 
 from tools.make_noisy_labels import flip_labels  # noqa: E402
 
+
+class Method(NamedTuple):
+    overrides: dict  # config overrides on top of --config
+    description: str  # how the report describes it
+
+
 METHODS = {
-    "ce": {"gamma": 0.0, "lamb_init": 30.0, "lamb_lr": 0.0},
-    "ldlva": {},
-    "ldlva_reference": {
-        "lamb_fixed_class_mean": False,
-        "lamb_lr": 10.0,
-        "neighbor_distribution": "prediction",
-    },
-    "ldlva_bank": {"neighbors": "memory_bank"},
-    "ldlva_init_mean": {"lamb_class_mean": "lamb_init"},
-    "ldlva_prediction": {"neighbor_distribution": "prediction"},
-}
-# How the report describes each method.
-METHOD_DESCRIPTIONS = {
-    "ce": "plain cross-entropy (λ fixed at 1, no centre loss)",
-    "ldlva": (
+    "ce": Method(
+        {"gamma": 0.0, "lamb_init": 30.0, "lamb_lr": 0.0},
+        "plain cross-entropy (λ fixed at 1, no centre loss)",
+    ),
+    "ldlva": Method(
+        {},
         "LDLVA as ldl_jax's configs run it (each class keeps a mean λ set by how much its rows' "
         "VA neighbours agree; each neighbour brings its label, weighted by its λ, and its "
-        "prediction into q)"
+        "prediction into q)",
     ),
-    "ldlva_reference": (
+    "ldlva_reference": Method(
+        {"lamb_fixed_class_mean": False, "lamb_lr": 10.0, "neighbor_distribution": "prediction"},
         "LDLVA as the reference runs it (λ free per row, `lamb_lr` 10, q from the neighbours' "
-        "predictions)"
+        "predictions)",
     ),
-    "ldlva_bank": (
+    "ldlva_bank": Method(
+        {"neighbors": "memory_bank"},
         "`ldlva` with the neighbour memory bank (the neighbours' last central pass instead of "
-        "a forward pass on their images)"
+        "a forward pass on their images)",
     ),
-    "ldlva_init_mean": "`ldlva` with every class's mean λ at `lamb_init`",
-    "ldlva_prediction": (
-        "`ldlva` with q made of the neighbours' predictions alone, as in the reference"
+    "ldlva_init_mean": Method(
+        {"lamb_class_mean": "lamb_init"},
+        "`ldlva` with every class's mean λ at `lamb_init`",
+    ),
+    "ldlva_prediction": Method(
+        {"neighbor_distribution": "prediction"},
+        "`ldlva` with q made of the neighbours' predictions alone, as in the reference",
     ),
 }
 # Methods whose lambda is learned: their noise-detection figures are reported.
@@ -215,7 +219,7 @@ def run_overrides(args, data: pathlib.Path, run: dict, pretrained: str) -> dict:
         "data.test_csv": str(data / "clean" / "test.csv"),
         "seed": run["seed"],
     }
-    overrides.update(METHODS[run["method"]])
+    overrides.update(METHODS[run["method"]].overrides)
     overrides.update(_parse_sets(args.set))
     return overrides
 
@@ -306,7 +310,7 @@ def pretrain(args) -> str:
         "data.test_csv": str(data / "test.csv"),
         "num_epochs": epochs,
         "lr_steps": (max(1, round(epochs * 2 / 3)), max(1, round(epochs * 0.9))),
-        **METHODS["ce"],
+        **METHODS["ce"].overrides,
     }
     overrides.update(_parse_sets(args.set))
     print(f"pre-training the backbone for {epochs} epochs in {workdir}", flush=True)
@@ -505,7 +509,7 @@ def write_report(args, summary: pd.DataFrame, command: str) -> None:
     )
     used = dict.fromkeys([*args.methods, *args.ablations])
     methods = textwrap.fill(
-        "Methods: " + "; ".join(f"`{name}` {METHOD_DESCRIPTIONS[name]}" for name in used) + ".",
+        "Methods: " + "; ".join(f"`{name}` {METHODS[name].description}" for name in used) + ".",
         width=96,
         break_on_hyphens=False,
     )
