@@ -74,6 +74,12 @@ def get_config():
     # rest, i.e. its own target; 'prediction': its prediction alone, as in the reference
     # (docs/METHOD.md §3, "Each neighbour brings its label").
     config.neighbor_distribution = "label"
+    # ldl_jax's addition (docs/METHOD.md §3, "The prior correction"): evaluation, inference and
+    # export shift the logits by log(label marginal) - log(target marginal), running averages
+    # over the train batches, giving each class back the share of its labels that the label
+    # distributions moved to other classes. Zero for plain cross-entropy (targets = labels).
+    # False: the logits as trained (the reference).
+    config.prior_correction = True
     # Where the neighbours' predictions and features come from (docs/METHOD.md §3): 'forward'
     # runs the backbone on the K neighbour images every step (the method); 'memory_bank' reads
     # each neighbour's last central pass from a bank in the train state, ~(3 + K) / 3 times

@@ -11,6 +11,11 @@ LOG_EPSILON = 1e-10
 # What a neighbour contributes to the neighbour distribution q: its prediction (the reference)
 # or its label weighted by its lambda, with its prediction for the rest.
 NEIGHBOR_DISTRIBUTIONS = ("prediction", "label")
+# The running class marginals of the prior correction move this far toward each batch's
+# (a window of about 100 steps, like a BatchNorm running average).
+PRIOR_MARGINAL_MOMENTUM = 0.99
+# Marginals below this count as this much: a class absent from training gets no shift.
+PRIOR_MARGINAL_FLOOR = 1e-6
 
 
 def va_weights(va, va_neighbors, bandwidth=0.5):
@@ -72,6 +77,25 @@ def neighbor_distributions(mode, probs_neighbors, labels_neighbors, lam_neighbor
     )
     lam = lam_neighbors[..., None]
     return lam * one_hot + (1.0 - lam) * probs_neighbors
+
+
+def running_marginal(running, rows, momentum=PRIOR_MARGINAL_MOMENTUM, axis_name=None):
+    """`running` (C,) moved toward the class marginal of this batch's (B, C) distributions
+    (averaged over the devices of `axis_name` too)."""
+    batch_marginal = rows.mean(axis=0)
+    if axis_name is not None:
+        batch_marginal = jax.lax.pmean(batch_marginal, axis_name)
+    return momentum * running + (1.0 - momentum) * batch_marginal
+
+
+def prior_shift(label_marginal, target_marginal):
+    """log(label marginal) - log(target marginal): the logit shift that gives back each class
+    the share of the training labels that the label distributions moved to other classes
+    (docs/METHOD.md §3, "The prior correction"). Zero where the targets are the labels."""
+    floor = PRIOR_MARGINAL_FLOOR
+    return jnp.log(jnp.maximum(label_marginal, floor)) - jnp.log(
+        jnp.maximum(target_marginal, floor)
+    )
 
 
 def classification_loss(probs, target, sample_weights=None):

@@ -17,7 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ldl_jax import backbones
+from ldl_jax import backbones, ldl
 
 ModuleDef = Any
 
@@ -41,13 +41,60 @@ def normalize_images(images, dtype):
 # Classifier and AdaptiveSimNet.
 
 
+class PriorCorrection(nn.Module):
+    """Eval-mode logits + `ldl.prior_shift` of the running label and target marginals.
+
+    Label distributions move probability mass between classes: on clean labels mostly from the
+    rare classes, whose VA neighbours are more often of other classes, to the frequent ones, so
+    a network trained on them predicts the rare classes less often than their labels occur
+    (docs/METHOD.md §3, "The prior correction"). The two (C,) marginals are running averages of
+    the train batches' one-hot labels and target distributions, kept in the 'batch_stats'
+    collection beside BatchNorm's so that evaluation, inference and export apply the shift; the
+    train step moves them (`update_prior_marginals`). Train-mode logits pass unchanged.
+    """
+
+    num_classes: int
+
+    @nn.compact
+    def __call__(self, logits, train: bool):
+        def uniform():
+            return jnp.full((self.num_classes,), 1.0 / self.num_classes, jnp.float32)
+
+        label_marginal = self.variable("batch_stats", "label_marginal", uniform)
+        target_marginal = self.variable("batch_stats", "target_marginal", uniform)
+        if train:
+            return logits
+        return logits + ldl.prior_shift(label_marginal.value, target_marginal.value)
+
+
+def update_prior_marginals(batch_stats, labels, targets, axis_name=None):
+    """`batch_stats` with LDLVA's prior-correction marginals moved toward this batch's (B,)
+    labels and (B, C) targets (averaged over the devices of `axis_name`)."""
+    marginals = batch_stats["classifier"]["prior_correction"]
+    one_hot = jax.nn.one_hot(labels, targets.shape[-1], dtype=jnp.float32)
+    updated = {
+        "label_marginal": ldl.running_marginal(
+            marginals["label_marginal"], one_hot, axis_name=axis_name
+        ),
+        "target_marginal": ldl.running_marginal(
+            marginals["target_marginal"], targets.astype(jnp.float32), axis_name=axis_name
+        ),
+    }
+    classifier = {**batch_stats["classifier"], "prior_correction": updated}
+    return {**batch_stats, "classifier": classifier}
+
+
 class Classifier(nn.Module):
-    """Backbone + Dense(C) head. Returns (features (B, D), logits (B, C)), both float32."""
+    """Backbone + Dense(C) head. Returns (features (B, D), logits (B, C)), both float32.
+
+    With `prior_correction`, eval-mode logits are shifted by `PriorCorrection`.
+    """
 
     backbone: ModuleDef
     num_classes: int
     dtype: Any = jnp.float32
     bn_axis_name: str | None = None  # set: BatchNorm statistics over this device axis
+    prior_correction: bool = False
 
     @nn.compact
     def __call__(self, x, train: bool = True):
@@ -56,8 +103,10 @@ class Classifier(nn.Module):
         )
         logits = nn.Dense(
             self.num_classes, kernel_init=he_normal_truncated, dtype=self.dtype, name="head"
-        )(features)
-        return features.astype(jnp.float32), logits.astype(jnp.float32)
+        )(features).astype(jnp.float32)
+        if self.prior_correction:
+            logits = PriorCorrection(self.num_classes, name="prior_correction")(logits, train)
+        return features.astype(jnp.float32), logits
 
 
 class PairDense(nn.Module):
@@ -115,10 +164,15 @@ class LDLVA(nn.Module):
     num_classes: int
     dtype: Any = jnp.float32
     bn_axis_name: str | None = None  # set: BatchNorm statistics over this device axis
+    prior_correction: bool = False  # `config.prior_correction`: see `PriorCorrection`
 
     def setup(self):
         self.classifier = Classifier(
-            self.backbone, self.num_classes, dtype=self.dtype, bn_axis_name=self.bn_axis_name
+            self.backbone,
+            self.num_classes,
+            dtype=self.dtype,
+            bn_axis_name=self.bn_axis_name,
+            prior_correction=self.prior_correction,
         )
         self.simnet = AdaptiveSimNet(dtype=self.dtype, bn_axis_name=self.bn_axis_name)
 
@@ -145,7 +199,8 @@ def create_model(config, bn_axis_name: str | None = None) -> LDLVA:
     """Builds the model of `config.model` (backbone, dtype) for `config.num_classes`.
 
     `bn_axis_name` synchronises BatchNorm statistics over that device axis (pmap). The config's
-    values are checked by `ldl_jax.config_checks.validate_config`.
+    values are checked by `ldl_jax.config_checks.validate_config`; a run's saved config from
+    before `prior_correction` existed builds the model it was trained with (no correction).
     """
     backbone, _ = backbones.BACKBONES[config.model.backbone]
     return LDLVA(
@@ -153,6 +208,7 @@ def create_model(config, bn_axis_name: str | None = None) -> LDLVA:
         num_classes=config.num_classes,
         dtype=jnp.dtype(config.model.dtype),
         bn_axis_name=bn_axis_name,
+        prior_correction=bool(config.get("prior_correction", False)),
     )
 
 

@@ -173,6 +173,7 @@ def make_train_step(
             aux = {
                 "batch_stats": updates_simnet["batch_stats"],
                 "center_rows": (all_features, all_labels, all_lam),
+                "target": jax.lax.stop_gradient(target),
                 "central_outputs": (features, probs),
                 "metrics": {
                     "loss": loss,
@@ -214,7 +215,14 @@ def make_train_step(
         if config.lamb_fixed_class_mean:
             theta = ldl.recenter_per_class(theta, train_labels, class_counts, class_means)
 
-        # 6. Centre pull and push from this step's (pre-update) features, labels and lambdas.
+        # 6. The prior correction's running label and target marginals (models.PriorCorrection).
+        batch_stats = aux["batch_stats"]
+        if model.prior_correction:
+            batch_stats = models.update_prior_marginals(
+                batch_stats, labels, aux["target"], axis_name=axis_name
+            )
+
+        # 7. Centre pull and push from this step's (pre-update) features, labels and lambdas.
         centers = ldl.update_centers(
             state.centers,
             *aux["center_rows"],
@@ -225,7 +233,7 @@ def make_train_step(
         new_state = state.replace(
             step=state.step + 1,
             params=params,
-            batch_stats=aux["batch_stats"],
+            batch_stats=batch_stats,
             opt_state=opt_state,
             theta=theta,
             theta_momentum=theta_momentum,

@@ -206,3 +206,22 @@ def test_consensus_class_means_move_disagreeing_classes_toward_lambda_one():
     np.testing.assert_allclose(lam[2], 0.99, atol=1e-5)
     # A lamb_init above the cap (plain CE's lambda = 1) is kept for every class.
     np.testing.assert_allclose(np.asarray(ldl.consensus_class_means(consensus, 30.0)), 30.0)
+
+
+def test_running_marginal_moves_one_percent_toward_the_batch_mean():
+    running = np.full(3, 1 / 3, np.float32)
+    rows = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.0]], np.float32)
+    got = np.asarray(ldl.running_marginal(running, rows))
+    np.testing.assert_allclose(got, 0.99 * running + 0.01 * np.array([0.75, 0.25, 0.0]))
+
+
+def test_prior_shift_gives_back_what_the_targets_took():
+    labels = np.array([0.5, 0.3, 0.2, 0.0], np.float32)
+    # The targets moved a quarter of class 2's mass to class 0; class 3 never occurs.
+    targets = np.array([0.55, 0.3, 0.15, 0.0], np.float32)
+    shift = np.asarray(ldl.prior_shift(labels, targets))
+    np.testing.assert_allclose(shift, np.log([0.5 / 0.55, 1.0, 0.2 / 0.15, 1.0]), rtol=1e-6)
+    # A model whose probabilities follow the targets' marginal, shifted, follows the labels'.
+    corrected = targets[:3] * np.exp(shift[:3])
+    np.testing.assert_allclose(corrected / corrected.sum(), labels[:3], rtol=1e-6)
+    np.testing.assert_array_equal(np.asarray(ldl.prior_shift(labels, labels)), 0.0)

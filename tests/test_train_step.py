@@ -239,18 +239,23 @@ def test_batch_norm_statistics_update_neighbours_first(compiled):
     central_then_neighbours = bn_pass(bn_pass(initial, images), neighbor_images)
     only_central = bn_pass(initial, images)
 
-    leaves = lambda tree: np.concatenate([np.ravel(x) for x in jax.tree.leaves(tree)])  # noqa: E731
-    initial = {name: leaves(initial[name]) for name in ("classifier", "simnet")}
+    def leaves(tree):  # the BatchNorm statistics (not the prior correction's marginals)
+        return np.concatenate([np.ravel(x) for x in jax.tree.leaves(tree["backbone"])])
+
+    # Read before the step, which donates the state (unchanged variables share its arrays).
+    expected = leaves(neighbours_then_central["classifier"])
+    other_orders = [leaves(t["classifier"]) for t in (central_then_neighbours, only_central)]
+    initial_classifier = leaves(initial["classifier"])
+    initial_simnet = np.concatenate([np.ravel(x) for x in jax.tree.leaves(initial["simnet"])])
     new_state, _ = train_step(state, batch)
-    got = new_state.batch_stats["classifier"]
-    np.testing.assert_allclose(
-        leaves(got), leaves(neighbours_then_central["classifier"]), rtol=1e-5, atol=1e-6
-    )
-    assert not np.allclose(leaves(got), leaves(central_then_neighbours["classifier"]))
-    assert not np.allclose(leaves(got), leaves(only_central["classifier"]))
-    assert not np.allclose(leaves(got), initial["classifier"])
+    got = leaves(new_state.batch_stats["classifier"])
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    for other in other_orders:
+        assert not np.allclose(got, other)
+    assert not np.allclose(got, initial_classifier)
     # AdaptiveSimNet's statistics move too.
-    assert not np.allclose(leaves(new_state.batch_stats["simnet"]), initial["simnet"])
+    simnet = np.concatenate([np.ravel(x) for x in jax.tree.leaves(new_state.batch_stats["simnet"])])
+    assert not np.allclose(simnet, initial_simnet)
 
 
 def test_train_step_traces_once(tiny_config):
@@ -325,3 +330,61 @@ def test_eval_step_counts_only_masked_rows(compiled):
     assert confusion.sum() == 4
     np.testing.assert_array_equal(confusion.sum(1)[:4], [1, 1, 1, 1])
     np.testing.assert_allclose(np.asarray(counts["prob_sum"]).sum(), 4.0, rtol=1e-5)
+
+
+def test_prior_correction_tracks_the_label_and_target_marginals():
+    """The step moves the marginals 1% toward the batch's labels and targets; eval-mode
+    logits carry their log ratio, train-mode logits do not."""
+    config = make_tiny_config()
+    assert config.prior_correction  # the default
+    model, tx, state = _setup(config)
+    step = steps.compile_train_step(
+        model, tx, config, train_labels=TRAIN_LABELS, train_neighbors=TRAIN_NEIGHBORS
+    )
+    batch = testing.random_train_batch(config, NUM_ROWS, seed=5)
+    uniform = np.full(config.num_classes, 1 / config.num_classes)
+    new_state, _ = step(_fresh(state), batch)
+    marginals = new_state.batch_stats["classifier"]["prior_correction"]
+    one_hot = np.eye(config.num_classes)[batch["label"]]
+    np.testing.assert_allclose(
+        marginals["label_marginal"], 0.99 * uniform + 0.01 * one_hot.mean(0), rtol=1e-6
+    )
+    target_marginal = np.asarray(marginals["target_marginal"])
+    # lambda < 1 mixes the neighbours in: the batch's targets are not its one-hot labels.
+    assert not np.allclose(target_marginal, marginals["label_marginal"])
+    np.testing.assert_allclose(target_marginal.sum(), 1.0, rtol=1e-6)
+
+    images = models.normalize_images(batch["image"], jnp.float32)
+    variables = {"params": new_state.params, "batch_stats": new_state.batch_stats}
+    _, eval_logits = model.apply(variables, images, train=False)
+    uncorrected = models.create_model(make_tiny_config(prior_correction=False))
+    backbone_only = {
+        "params": new_state.params,
+        "batch_stats": {
+            **new_state.batch_stats,
+            "classifier": {"backbone": new_state.batch_stats["classifier"]["backbone"]},
+        },
+    }
+    _, plain_logits = uncorrected.apply(backbone_only, images, train=False)
+    shift = ldl.prior_shift(marginals["label_marginal"], target_marginal)
+    np.testing.assert_allclose(eval_logits, plain_logits + shift, rtol=1e-5, atol=1e-5)
+
+
+def test_prior_correction_is_zero_for_plain_cross_entropy():
+    """lambda = 1: the targets are the labels, both marginals move alike, no shift."""
+    config = make_tiny_config(lamb_init=30.0, lamb_lr=0.0, gamma=0.0)
+    model, tx, state = _setup(config)
+    step = steps.compile_train_step(
+        model, tx, config, train_labels=TRAIN_LABELS, train_neighbors=TRAIN_NEIGHBORS
+    )
+    for seed in range(3):
+        state, _ = step(state, testing.random_train_batch(config, NUM_ROWS, seed=seed))
+    marginals = state.batch_stats["classifier"]["prior_correction"]
+    np.testing.assert_array_equal(marginals["label_marginal"], marginals["target_marginal"])
+
+
+def test_without_prior_correction_the_variables_are_those_of_the_reference():
+    """prior_correction=False keeps the checkpoint tree of runs made before it existed."""
+    model, _, state = _setup(make_tiny_config(prior_correction=False))
+    assert set(state.batch_stats["classifier"]) == {"backbone"}
+    assert not model.prior_correction

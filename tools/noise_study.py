@@ -48,19 +48,28 @@ class Method(NamedTuple):
 
 METHODS = {
     "ce": Method(
-        {"gamma": 0.0, "lamb_init": 30.0, "lamb_lr": 0.0},
+        {"gamma": 0.0, "lamb_init": 30.0, "lamb_lr": 0.0, "prior_correction": False},
         "plain cross-entropy (λ fixed at 1, no centre loss)",
     ),
     "ldlva": Method(
         {},
         "LDLVA as ldl_jax's configs run it (each class keeps a mean λ set by how much its rows' "
         "VA neighbours agree; each neighbour brings its label, weighted by its λ, and its "
-        "prediction into q)",
+        "prediction into q; the prior correction at evaluation)",
     ),
     "ldlva_reference": Method(
-        {"lamb_fixed_class_mean": False, "lamb_lr": 10.0, "neighbor_distribution": "prediction"},
+        {
+            "lamb_fixed_class_mean": False,
+            "lamb_lr": 10.0,
+            "neighbor_distribution": "prediction",
+            "prior_correction": False,
+        },
         "LDLVA as the reference runs it (λ free per row, `lamb_lr` 10, q from the neighbours' "
-        "predictions)",
+        "predictions, no prior correction)",
+    ),
+    "ldlva_uncorrected": Method(
+        {"prior_correction": False},
+        "`ldlva` without the prior correction (the logits as trained)",
     ),
     "ldlva_bank": Method(
         {"neighbors": "memory_bank"},
@@ -559,7 +568,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--noise", type=_floats, default=[0.0, 0.1, 0.2, 0.3])
     parser.add_argument("--modes", type=lambda s: s.split(","), default=["proportional", "uniform"])
     parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1, 2])
-    parser.add_argument("--ablations", type=_names, default=["ldlva_prediction", "ldlva_reference"])
+    parser.add_argument(
+        "--ablations",
+        type=_names,
+        default=["ldlva_prediction", "ldlva_reference", "ldlva_uncorrected"],
+    )
     parser.add_argument("--ablation_noise", type=_floats, default=[0.0, 0.3])
     parser.add_argument("--data_seed", type=int, default=1)
     parser.add_argument("--num_train", type=int, default=3000)
