@@ -65,7 +65,9 @@ def model_signature(config, num_train_rows: int) -> dict[str, Any]:
 
     A VA regressor's (`config.task = "va"`) carries its task, so an LDLVA workdir is never
     resumed or restored as a VA one, or back; a run with the neighbour memory bank carries
-    `neighbors` (its state has the bank), one without keeps the signature it always had.
+    `neighbors` (its state has the bank), and one with the prior correction carries
+    `prior_correction` (its BatchNorm statistics hold the marginals); runs without either keep
+    the signature they always had.
     """
     if config.get("task", "ldl") == "va":
         return {
@@ -83,6 +85,8 @@ def model_signature(config, num_train_rows: int) -> dict[str, Any]:
     neighbors = config.get("neighbors", "forward")
     if neighbors != "forward":
         signature["neighbors"] = neighbors
+    if config.get("prior_correction", False):
+        signature["prior_correction"] = True
     return signature
 
 

@@ -78,6 +78,10 @@ BAD_WORKDIR = {
         ("--config.model.backbone=ir_tiny",),
         "holds a checkpoint of another model or data set",
     ),
+    "checkpoint_with_the_prior_correction": (
+        ("--config.prior_correction=False",),
+        "holds a checkpoint of another model or data set",
+    ),
     "unknown_checkpoint_step": (
         ("--mode=eval", "--checkpoint=7"),
         "no latest checkpoint at step 7",
