@@ -206,8 +206,9 @@ def is_workdir(path) -> bool:
 def read_workdir(workdir) -> tuple[str, dict[str, Any], int]:
     """(backbone name, {'params', 'batch_stats'}, step) of a workdir's latest checkpoint.
 
-    The model is rebuilt from the checkpoint's signature (task, backbone, classes, input size),
-    so the run may have had another task, number of classes or training rows.
+    The model is rebuilt from the checkpoint's signature (task, backbone, classes, input size,
+    the memory bank, the prior correction), so the run may have had another task, number of
+    classes or training rows.
     """
     # inference imports va_model, which imports this module: import it when called.
     from ldl_jax import inference
@@ -222,7 +223,7 @@ def read_workdir(workdir) -> tuple[str, dict[str, Any], int]:
         "model": {"backbone": signature["backbone"], "dtype": "float32"},
         "input_size": signature["input_size"],
     }
-    for optional in ("num_classes", "neighbors"):
+    for optional in ("num_classes", "neighbors", "prior_correction"):
         if optional in signature:
             fields[optional] = signature[optional]
     restored = inference.restore_variables(workdir, ml_collections.ConfigDict(fields))

@@ -72,8 +72,8 @@ def test_step_trains_towards_the_bank_and_writes_its_central_rows(bank_setup):
     np.testing.assert_allclose(metrics["center_loss"], center_loss, rtol=1e-5)
     # BatchNorm saw the central images only.
     for got, expected in zip(
-        jax.tree.leaves(new_state.batch_stats["classifier"]),
-        jax.tree.leaves(central["batch_stats"]["classifier"]),
+        jax.tree.leaves(new_state.batch_stats["classifier"]["backbone"]),
+        jax.tree.leaves(central["batch_stats"]["classifier"]["backbone"]),
         strict=True,
     ):
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
