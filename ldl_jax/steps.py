@@ -173,7 +173,7 @@ def make_train_step(
             aux = {
                 "batch_stats": updates_simnet["batch_stats"],
                 "center_rows": (all_features, all_labels, all_lam),
-                "target": jax.lax.stop_gradient(target),
+                "target": target,
                 "central_outputs": (features, probs),
                 "metrics": {
                     "loss": loss,

@@ -239,23 +239,24 @@ def test_batch_norm_statistics_update_neighbours_first(compiled):
     central_then_neighbours = bn_pass(bn_pass(initial, images), neighbor_images)
     only_central = bn_pass(initial, images)
 
-    def leaves(tree):  # the BatchNorm statistics (not the prior correction's marginals)
-        return np.concatenate([np.ravel(x) for x in jax.tree.leaves(tree["backbone"])])
+    def leaves(tree):
+        return np.concatenate([np.ravel(x) for x in jax.tree.leaves(tree)])
+
+    def backbone(stats):  # the BatchNorm statistics (not the prior correction's marginals)
+        return leaves(stats["classifier"]["backbone"])
 
     # Read before the step, which donates the state (unchanged variables share its arrays).
-    expected = leaves(neighbours_then_central["classifier"])
-    other_orders = [leaves(t["classifier"]) for t in (central_then_neighbours, only_central)]
-    initial_classifier = leaves(initial["classifier"])
-    initial_simnet = np.concatenate([np.ravel(x) for x in jax.tree.leaves(initial["simnet"])])
+    expected = backbone(neighbours_then_central)
+    other_orders = [backbone(t) for t in (central_then_neighbours, only_central)]
+    initial_backbone, initial_simnet = backbone(initial), leaves(initial["simnet"])
     new_state, _ = train_step(state, batch)
-    got = leaves(new_state.batch_stats["classifier"])
+    got = backbone(new_state.batch_stats)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
     for other in other_orders:
         assert not np.allclose(got, other)
-    assert not np.allclose(got, initial_classifier)
+    assert not np.allclose(got, initial_backbone)
     # AdaptiveSimNet's statistics move too.
-    simnet = np.concatenate([np.ravel(x) for x in jax.tree.leaves(new_state.batch_stats["simnet"])])
-    assert not np.allclose(simnet, initial_simnet)
+    assert not np.allclose(leaves(new_state.batch_stats["simnet"]), initial_simnet)
 
 
 def test_train_step_traces_once(tiny_config):
