@@ -80,6 +80,12 @@ def get_config():
     # distributions moved to other classes. Zero for plain cross-entropy (targets = labels).
     # False: the logits as trained (the reference).
     config.prior_correction = True
+    # Baselines of the noise studies (docs/METHOD.md §3): `label_smoothing` mixes this much of
+    # the uniform distribution into every target; `loss` 'gce' replaces the cross-entropy by
+    # the generalised cross-entropy with exponent `gce_q`. The method: 0.0, 'cross_entropy'.
+    config.label_smoothing = 0.0
+    config.loss = "cross_entropy"
+    config.gce_q = 0.7
     # Where the neighbours' predictions and features come from (docs/METHOD.md §3): 'forward'
     # runs the backbone on the K neighbour images every step (the method); 'memory_bank' reads
     # each neighbour's last central pass from a bank in the train state, ~(3 + K) / 3 times

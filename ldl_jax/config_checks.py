@@ -55,6 +55,8 @@ def validate_config(config) -> None:
             f"config.neighbor_distribution={config.neighbor_distribution!r} is not one of "
             f"{ldl.NEIGHBOR_DISTRIBUTIONS}"
         )
+    if task == "ldl":
+        _check_loss(config)
     if not config.data.train_csv:
         raise ValueError("config.data.train_csv is empty: set it to the training CSV")
     _check_parallel(config)
@@ -63,6 +65,15 @@ def validate_config(config) -> None:
         raise ValueError(f"config.data.placement={placement!r} is not one of {feeds.PLACEMENTS}")
     if task == va_model.TASK:
         _check_va(config)
+
+
+def _check_loss(config) -> None:
+    if config.loss not in ldl.LOSSES:
+        raise ValueError(f"config.loss={config.loss!r} is not one of {ldl.LOSSES}")
+    if not 0.0 < config.gce_q <= 1.0:
+        raise ValueError(f"config.gce_q={config.gce_q} must be in (0, 1]")
+    if not 0.0 <= config.label_smoothing < 1.0:
+        raise ValueError(f"config.label_smoothing={config.label_smoothing} must be in [0, 1)")
 
 
 def _check_parallel(config) -> None:

@@ -98,12 +98,32 @@ def prior_shift(label_marginal, target_marginal):
     )
 
 
-def classification_loss(probs, target, sample_weights=None):
-    """Mean over the batch of w_i * sum_c -target_ic log(probs_ic + 1e-10)."""
-    cross_entropy = -(target * jnp.log(probs + LOG_EPSILON)).sum(axis=-1)
+# The loss between the predicted and the target distribution (`config.loss`): cross-entropy
+# (the method) or the generalised cross-entropy of Zhang & Sabuncu (NeurIPS 2018), a
+# noise-robust baseline (docs/METHOD.md §3).
+LOSSES = ("cross_entropy", "gce")
+
+
+def classification_loss(probs, target, sample_weights=None, loss="cross_entropy", gce_q=0.7):
+    """Mean over the batch of w_i * l(p_i, y_i), with l the cross-entropy
+    sum_c -y_ic log(p_ic + 1e-10) or, for `loss='gce'`, sum_c y_ic (1 - p_ic^q) / q (which is
+    (1 - p_i,label^q) / q for a one-hot target: between cross-entropy, q -> 0, and the mean
+    absolute error, q = 1)."""
+    if loss == "cross_entropy":
+        per_row = -(target * jnp.log(probs + LOG_EPSILON)).sum(axis=-1)
+    elif loss == "gce":
+        per_row = (target * (1.0 - jnp.power(probs + LOG_EPSILON, gce_q)) / gce_q).sum(axis=-1)
+    else:
+        raise ValueError(f"loss={loss!r} is not one of {LOSSES}")
     if sample_weights is not None:
-        cross_entropy = cross_entropy * sample_weights
-    return cross_entropy.mean()
+        per_row = per_row * sample_weights
+    return per_row.mean()
+
+
+def smooth_labels(target, smoothing):
+    """(1 - smoothing) * target + smoothing / C: label smoothing of the (B, C) targets
+    (`config.label_smoothing`; 0 leaves them as they are)."""
+    return (1.0 - smoothing) * target + smoothing / target.shape[-1]
 
 
 def recenter_per_class(theta, labels, class_counts, mean):

@@ -75,12 +75,20 @@ def initial_entries(model: models.LDLVA, variables, images, batch_size: int) -> 
     """Eval-mode (no augmentation, BatchNorm running averages) features and softmax outputs
     of every training image (N, S, S, 3) uint8, through one compiled function on one device.
 
-    Every process computes the whole bank (each holds all training images), so no collective
-    is needed and every copy is the same.
+    The logits are those the step writes later, without the prior correction (a shift that
+    only evaluation applies). Every process computes the whole bank (each holds all training
+    images), so no collective is needed and every copy is the same.
     """
+    uncorrected = model.clone(prior_correction=False)
+    classifier_stats = dict(variables["batch_stats"]["classifier"])
+    classifier_stats.pop("prior_correction", None)
+    variables = {
+        "params": variables["params"],
+        "batch_stats": {**variables["batch_stats"], "classifier": classifier_stats},
+    }
 
     def predict(variables, images):
-        features, logits = model.apply(variables, images, method=models.LDLVA.classify)
+        features, logits = uncorrected.apply(variables, images, method=models.LDLVA.classify)
         return {"features": features, "probs": jax.nn.softmax(logits)}
 
     entries = inference.predict_in_batches(jax.jit(predict), variables, images, batch_size)

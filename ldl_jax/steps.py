@@ -53,8 +53,8 @@ def make_train_step(
       model: the LDLVA network.
       tx: the optimiser of the model parameters.
       config: reads num_classes, gamma, head_l2, lamb_init, lamb_lr, lamb_beta,
-        lamb_fixed_class_mean, lamb_class_mean, neighbor_distribution, center_lr,
-        center_push_scale (B and K come from the batch).
+        lamb_fixed_class_mean, lamb_class_mean, neighbor_distribution, label_smoothing, loss,
+        gce_q, center_lr, center_push_scale (B and K come from the batch).
       class_weights: optional (C,) weights omega of L_cls per label.
       axis_name: when the step runs per device (pmap), the device axis: gradients, metrics,
         the theta rows and the centre statistics are then reduced to those of the global batch.
@@ -159,8 +159,12 @@ def make_train_step(
             target = ldl.target_distribution(
                 lam, labels, neighbor_probs, batch["va_weight"] * similarity, num_classes
             )
+            if config.label_smoothing:
+                target = ldl.smooth_labels(target, config.label_smoothing)
             sample_weights = None if omega is None else omega[labels]
-            cls_loss = ldl.classification_loss(probs, target, sample_weights)
+            cls_loss = ldl.classification_loss(
+                probs, target, sample_weights, loss=config.loss, gce_q=config.gce_q
+            )
             all_features = jnp.concatenate(
                 [features, neighbor_features.reshape(batch_size * num_neighbors, -1)]
             )

@@ -57,8 +57,12 @@ def test_inspect_writes_ranking_plots_and_detection(synthetic_dir, tmp_path):
     np.testing.assert_allclose(ranking["lambda"].to_numpy(), np.sort(lam), rtol=1e-6)
     assert ranking["flipped"].sum() == 6
     assert set(ranking.columns) >= {"row", "subDirectory_filePath", "given", "predicted", "clean"}
+    # precision@k from the ranking itself: the share of flipped rows among its first k = 6,
+    # which are the rows with the lowest lambda (checked above).
+    lowest_six = np.argsort(lam, kind="stable")[:6]
+    assert ranking["row"].head(6).tolist() == lowest_six.tolist()
     flipped = noisy != frame["expression"].to_numpy()
-    assert summary["precision_at_k"] == pytest.approx(lambda_inspect.precision_at_k(lam, flipped))
+    assert summary["precision_at_k"] == pytest.approx(flipped[lowest_six].sum() / 6)
     assert json.loads((out / "summary.json").read_text())["num_flipped"] == 6
     for png in ("lambda_histogram.png", "lowest_lambda.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

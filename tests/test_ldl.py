@@ -94,6 +94,28 @@ def test_classification_loss_value(rng):
     )
 
 
+def test_generalised_cross_entropy_by_hand():
+    probs = jnp.array([[0.5, 0.3, 0.2], [0.1, 0.1, 0.8]])
+    one_hot = jnp.eye(3)[jnp.array([0, 2])]
+    expected = ((1 - 0.5**0.7) / 0.7 + (1 - 0.8**0.7) / 0.7) / 2
+    got = ldl.classification_loss(probs, one_hot, loss="gce", gce_q=0.7)
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    # q = 1: the mean absolute error's half, 1 - p_label.
+    got = ldl.classification_loss(probs, one_hot, loss="gce", gce_q=1.0)
+    np.testing.assert_allclose(got, ((1 - 0.5) + (1 - 0.8)) / 2, rtol=1e-5)
+    with pytest.raises(ValueError, match="loss='mae'"):
+        ldl.classification_loss(probs, one_hot, loss="mae")
+
+
+def test_label_smoothing_mixes_in_the_uniform_distribution():
+    target = jnp.array([[1.0, 0.0, 0.0, 0.0], [0.2, 0.8, 0.0, 0.0]])
+    np.testing.assert_allclose(
+        ldl.smooth_labels(target, 0.2),
+        [[0.85, 0.05, 0.05, 0.05], [0.21, 0.69, 0.05, 0.05]],
+        rtol=1e-6,
+    )
+
+
 def test_center_loss_value(rng):
     features = rng.normal(size=(B, D)).astype(np.float32)
     labels = rng.integers(0, C, B)

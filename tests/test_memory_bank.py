@@ -87,20 +87,39 @@ def test_step_trains_towards_the_bank_and_writes_its_central_rows(bank_setup):
     np.testing.assert_array_equal(written.probs[others], bank.probs[others])
 
 
-def test_fill_sets_every_row_to_its_eval_pass(bank_setup):
-    config, model, _, state = bank_setup
+def test_fill_sets_every_row_to_its_uncorrected_eval_pass():
+    """Every row gets the eval-mode features and the softmax of the logits the step itself
+    writes: without the prior correction's shift, which the marginals here make non-zero."""
+    config = make_tiny_config(neighbors=memory_bank.MEMORY_BANK)
+    assert config.prior_correction
+    model = models.create_model(config)
+    tx = train_state.create_optimizer(config, steps_per_epoch=5)
+    state = train_state.create_train_state(config, model, tx, NUM_ROWS)
+    skewed = {
+        "label_marginal": jnp.array([0.4, 0.3, 0.1, 0.1, 0.05, 0.03, 0.02]),
+        "target_marginal": jnp.full((7,), 1 / 7),
+    }
+    classifier = {**state.batch_stats["classifier"], "prior_correction": skewed}
+    state = state.replace(batch_stats={**state.batch_stats, "classifier": classifier})
     num_rows = 10  # batches of 4: the last one is padded
     images = np.random.default_rng(0).integers(0, 256, (num_rows, 16, 16, 3), dtype=np.uint8)
     empty = state.replace(bank=memory_bank.empty(num_rows, 7, 16))
     filled = memory_bank.fill(empty, model, images, batch_size=4).bank
-    features, logits = model.apply(
-        {"params": state.params, "batch_stats": state.batch_stats},
-        images,
-        method=models.LDLVA.classify,
-    )
+
+    # The same network, one image at a time, with the backbone and head written out.
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    features, corrected = [], []
+    for image in images:
+        x = models.normalize_images(image[None], jnp.float32)
+        f, logits = model.apply(variables, x, train=False)
+        features.append(f[0])
+        corrected.append(logits[0])
+    shift = ldl.prior_shift(skewed["label_marginal"], skewed["target_marginal"])
+    uncorrected = np.stack(corrected) - np.asarray(shift)
     assert filled.features.shape == (num_rows, 16) and filled.probs.shape == (num_rows, 7)
-    np.testing.assert_allclose(filled.features, features, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(filled.probs, jax.nn.softmax(logits), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(filled.features, np.stack(features), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(filled.probs, jax.nn.softmax(uncorrected), rtol=1e-5, atol=1e-6)
+    assert np.abs(np.asarray(filled.probs) - jax.nn.softmax(np.stack(corrected))).max() > 1e-2
 
 
 def test_only_the_bank_changes_the_state_and_its_signature():

@@ -4,6 +4,7 @@ import json
 
 import jax
 import numpy as np
+import pandas as pd
 import pytest
 
 from ldl_jax import checkpointing, data, pretrained, train
@@ -51,6 +52,24 @@ def test_resume_matches_uninterrupted_run(synthetic_dir, tmp_path, placement):
     # The run moved: theta and the centres are no longer at their initial values.
     assert np.any(np.asarray(got.theta) != 0.5)
     assert np.any(np.asarray(got.centers) != 0)
+
+
+def test_clean_labels_in_expression_backup_never_reach_training(synthetic_dir, tmp_path):
+    """Two runs whose training CSVs differ only in `expression_backup` (the clean labels a
+    noise study keeps) end bit-identical: the column is for reports, never for training."""
+    frame = pd.read_csv(synthetic_dir / "train.csv")
+    labels = frame["expression"].to_numpy()
+    states = []
+    for name, backup in (("same", labels), ("shifted", (labels + 3) % 7)):
+        csv = tmp_path / f"train_{name}.csv"
+        frame.assign(expression_backup=backup).to_csv(csv, index=False)
+        config = make_data_config(synthetic_dir, num_train_steps=3)
+        config.data.train_csv = str(csv)
+        train.train_and_evaluate(config, tmp_path / name)
+        states.append(latest_state(config, tmp_path / name)[0])
+    for x, y in zip(*(jax.tree.leaves(state) for state in states), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    assert np.any(np.asarray(states[0].theta) != states[0].theta[0])  # lambda did move
 
 
 def test_memory_bank_run_is_filled_fed_without_neighbour_images_and_resumes_exactly(

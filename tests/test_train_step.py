@@ -164,11 +164,10 @@ def test_fixed_class_mean_needs_the_training_labels():
         steps.make_train_step(model, tx, config)
 
 
-def test_theta_step_is_sgd_on_the_closed_form_gradient(compiled):
-    """With lamb_beta = 0, theta moves by -lamb_lr * dL/dtheta (docs/METHOD.md §3's closed form)."""
-    tiny_config, model, _, train_step, state = compiled
-    state = _fresh(state)
-    batch = testing.random_train_batch(tiny_config, NUM_ROWS, seed=3)
+def _reference_forward(model, state, batch, num_classes):
+    """The step's forward computation written out by hand: (central logits, lambda, q, target)
+    with the default q (each neighbour's label with weight lambda_j, its prediction for the
+    rest) and BatchNorm run on the neighbours, then the centrals, then SimNet."""
     variables = {"params": state.params, "batch_stats": state.batch_stats}
     b, k = batch["neighbor_index"].shape
     neighbor_images = models.normalize_images(batch["neighbor_image"], jnp.float32)
@@ -195,14 +194,25 @@ def test_theta_step_is_sgd_on_the_closed_form_gradient(compiled):
         method=models.LDLVA.similarity,
     )
     lam = jax.nn.sigmoid(state.theta[batch["index"]])
-    log_p = jnp.log(jax.nn.softmax(logits) + ldl.LOG_EPSILON)
     weights = batch["va_weight"] * similarity
-    # The default q: each neighbour's label with weight lambda_j, its prediction for the rest.
     nb_lam = jax.nn.sigmoid(state.theta[batch["neighbor_index"]])[..., None]
-    nb_label = jax.nn.one_hot(batch["neighbor_label"], tiny_config.num_classes)
+    nb_label = jax.nn.one_hot(batch["neighbor_label"], num_classes)
     nb_probs = jax.nn.softmax(nb_logits).reshape(b, k, -1)
     q = jnp.einsum("bk,bkc->bc", weights, nb_lam * nb_label + (1 - nb_lam) * nb_probs)
     q = q / weights.sum(-1, keepdims=True)
+    one_hot = jax.nn.one_hot(batch["label"], num_classes)
+    target = lam[:, None] * one_hot + (1 - lam[:, None]) * q
+    return logits, lam, q, target
+
+
+def test_theta_step_is_sgd_on_the_closed_form_gradient(compiled):
+    """With lamb_beta = 0, theta moves by -lamb_lr * dL/dtheta (docs/METHOD.md §3's closed form)."""
+    tiny_config, model, _, train_step, state = compiled
+    state = _fresh(state)
+    batch = testing.random_train_batch(tiny_config, NUM_ROWS, seed=3)
+    b = batch["index"].shape[0]
+    logits, lam, q, _ = _reference_forward(model, state, batch, tiny_config.num_classes)
+    log_p = jnp.log(jax.nn.softmax(logits) + ldl.LOG_EPSILON)
     log_p_label = jnp.take_along_axis(log_p, batch["label"][:, None], 1)[:, 0]
     closed_form = lam * (1 - lam) * (-log_p_label + (q * log_p).sum(-1)) / b
 
@@ -344,6 +354,7 @@ def test_prior_correction_tracks_the_label_and_target_marginals():
     )
     batch = testing.random_train_batch(config, NUM_ROWS, seed=5)
     uniform = np.full(config.num_classes, 1 / config.num_classes)
+    *_, target = _reference_forward(model, state, batch, config.num_classes)
     new_state, _ = step(_fresh(state), batch)
     marginals = new_state.batch_stats["classifier"]["prior_correction"]
     one_hot = np.eye(config.num_classes)[batch["label"]]
@@ -351,9 +362,11 @@ def test_prior_correction_tracks_the_label_and_target_marginals():
         marginals["label_marginal"], 0.99 * uniform + 0.01 * one_hot.mean(0), rtol=1e-6
     )
     target_marginal = np.asarray(marginals["target_marginal"])
+    np.testing.assert_allclose(
+        target_marginal, 0.99 * uniform + 0.01 * np.asarray(target).mean(0), rtol=1e-5
+    )
     # lambda < 1 mixes the neighbours in: the batch's targets are not its one-hot labels.
     assert not np.allclose(target_marginal, marginals["label_marginal"])
-    np.testing.assert_allclose(target_marginal.sum(), 1.0, rtol=1e-6)
 
     images = models.normalize_images(batch["image"], jnp.float32)
     variables = {"params": new_state.params, "batch_stats": new_state.batch_stats}
@@ -389,3 +402,27 @@ def test_without_prior_correction_the_variables_are_those_of_the_reference():
     model, _, state = _setup(make_tiny_config(prior_correction=False))
     assert set(state.batch_stats["classifier"]) == {"backbone"}
     assert not model.prior_correction
+
+
+@pytest.mark.parametrize(
+    "overrides", [{"label_smoothing": 0.2}, {"loss": "gce", "gce_q": 0.5}], ids=["smoothing", "gce"]
+)
+def test_baseline_losses_are_computed_on_the_step_targets(overrides):
+    """The noise studies' baselines: with lambda pinned at 1 and no centre loss, the step's
+    loss is label smoothing's cross-entropy, or the generalised cross-entropy, of the labels."""
+    config = make_tiny_config(
+        lamb_init=30.0, lamb_lr=0.0, gamma=0.0, lamb_fixed_class_mean=False, **overrides
+    )
+    model, tx, state = _setup(config)
+    batch = testing.random_train_batch(config, NUM_ROWS, seed=6)
+    logits, *_ = _reference_forward(model, state, batch, config.num_classes)
+    probs = np.asarray(jax.nn.softmax(logits), np.float64)
+    p_label = probs[np.arange(len(probs)), batch["label"]]
+    if "label_smoothing" in overrides:
+        smoothed = 0.8 * np.eye(7)[batch["label"]] + 0.2 / 7
+        expected = -(smoothed * np.log(probs)).sum(-1).mean()
+    else:
+        expected = ((1 - p_label**0.5) / 0.5).mean()
+    step = steps.compile_train_step(model, tx, config)
+    _, metrics = step(_fresh(state), batch)
+    np.testing.assert_allclose(metrics["cls_loss"], expected, rtol=1e-4)

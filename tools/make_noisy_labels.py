@@ -24,8 +24,10 @@ import pandas as pd
 MODES = ("proportional", "uniform")
 
 
-def flip_labels(labels: np.ndarray, ratio: float, mode: str, seed: int) -> np.ndarray:
-    """Noisy copy of `labels`: per class, int(n_k * ratio) rows moved to other classes."""
+def flip_labels(labels: np.ndarray, ratio: float, mode: str, seed) -> np.ndarray:
+    """Noisy copy of `labels`: per class, int(n_k * ratio) rows moved to other classes.
+    `seed`: an int or a sequence of ints (e.g. data seed and run seed), as numpy's
+    `default_rng` takes it."""
     if not 0.0 <= ratio < 1.0:
         raise ValueError(f"ratio={ratio} must lie in [0, 1)")
     if mode not in MODES:

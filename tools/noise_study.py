@@ -1,20 +1,24 @@
-"""Noisy-label study: plain cross-entropy vs LDLVA on the synthetic generator, over noise levels.
+"""Noisy-label study: LDLVA against baselines that see the same information, over noise levels.
 
-  python tools/noise_study.py   # from scratch: docs/RESULTS.md, docs/noise_study.png
+  python tools/noise_study.py --help   # the committed commands are in docs/EXPERIMENTS.md
 
-Generates a RAF-DB-balanced synthetic set (`--data_seed`), writes a noisy copy of its training
-CSV per (noise level, flip mode, seed) with `tools/make_noisy_labels.py`'s flips, trains every
-method on every copy (`configs/synthetic.py`'s model and schedule unless overridden), and
-writes `--results` (a Markdown table, mean ± std over seeds) and `--plot` (PNG). By default
-every run starts from random weights, as `configs/synthetic.py` trains; `--pretrain_epochs=N`
-starts every run from a pre-trained backbone instead, as the paper does: N epochs of
-cross-entropy on a disjoint clean synthetic set, trained once per study. Finished runs
-are skipped, so an interrupted study continues where it stopped; a run interrupted half-way
-resumes from its own checkpoint.
+Generates a RAF-DB-balanced synthetic set (`--data_seed`); per (noise level, flip mode, seed)
+flips its training labels (`tools/make_noisy_labels.py`, seeded by data seed and seed) and
+carves a validation split from the *noisy* labels (the same rows for every method,
+`tools/noise_splits.py`); trains every method on every copy (`configs/synthetic.py`'s model
+and schedule unless overridden), picks each run's checkpoint on that noisy validation split and
+evaluates both the picked and the final checkpoint on the clean test set. `--va_regressor`
+takes the training rows' valence and arousal from a VA regressor's predictions, as on RAF-DB.
+By default every run starts from random weights; `--pretrain_epochs=N` starts every run from a
+pre-trained backbone instead, as the paper does: N epochs of cross-entropy on a disjoint clean
+synthetic set, trained once per study. Writes `OUT/results.json`, `--results` (Markdown tables,
+`tools/noise_report.py`) and `--plot`. Finished runs are skipped, so an interrupted study
+continues where it stopped; a run interrupted half-way resumes from its own checkpoint.
 
-Methods: `METHODS` below (config overrides on top of `--config` and how the report describes
-them). `--methods` run at every noise level and flip mode;
-`--ablations` run only at `--ablation_noise` (proportional flips), to keep the study short.
+Methods: `METHODS` below. `--methods` run at every noise level and flip mode; `--ablations`
+only at `--ablation_noise` (proportional flips), to keep the study short. Data seeds in
+`TUNING_DATA_SEEDS` were looked at while choosing the method; a study on any other is marked a
+confirmation in its report.
 """
 
 from __future__ import annotations
@@ -27,66 +31,97 @@ import os
 import pathlib
 import subprocess
 import sys
-import textwrap
 import time
 from typing import NamedTuple
 
-import numpy as np
 import pandas as pd
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from tools.make_noisy_labels import flip_labels  # noqa: E402
+from tools import noise_report, noise_splits  # noqa: E402
 
 
 class Method(NamedTuple):
     overrides: dict  # config overrides on top of --config
     description: str  # how the report describes it
+    relabel: bool = False  # trains on the VA-neighbour vote of the noisy labels
 
+
+# Plain cross-entropy in the LDLVA step: lambda pinned at 1 (targets = labels), no centre loss.
+CE = {
+    "gamma": 0.0,
+    "lamb_init": 30.0,
+    "lamb_lr": 0.0,
+    "lamb_fixed_class_mean": False,
+    "neighbor_distribution": "prediction",
+    "prior_correction": False,
+}
+# LDLVA as the reference repository runs it.
+REFERENCE = {
+    "lamb_fixed_class_mean": False,
+    "lamb_lr": 10.0,
+    "neighbor_distribution": "prediction",
+    "prior_correction": False,
+}
+# LDLVA with ldl_jax's deviations from the reference (docs/METHOD.md §3).
+LDL_JAX = {
+    "lamb_fixed_class_mean": True,
+    "lamb_class_mean": "consensus",
+    "neighbor_distribution": "label",
+    "prior_correction": True,
+}
 
 METHODS = {
-    "ce": Method(
-        {"gamma": 0.0, "lamb_init": 30.0, "lamb_lr": 0.0, "prior_correction": False},
-        "plain cross-entropy (λ fixed at 1, no centre loss)",
+    "ce": Method(CE, "plain cross-entropy (λ fixed at 1, no centre loss)"),
+    "label_smoothing": Method(
+        {**CE, "label_smoothing": 0.1}, "cross-entropy with label smoothing 0.1"
     ),
-    "ldlva": Method(
-        {},
-        "LDLVA as ldl_jax's configs run it (each class keeps a mean λ set by how much its rows' "
-        "VA neighbours agree; each neighbour brings its label, weighted by its λ, and its "
-        "prediction into q; the prior correction at evaluation)",
+    "gce": Method(
+        {**CE, "loss": "gce"},
+        "the generalised cross-entropy (Zhang & Sabuncu 2018, q = 0.7), a noise-robust loss",
+    ),
+    "knn_relabel": Method(
+        CE,
+        "cross-entropy on relabelled rows: each row's label replaced by the majority vote of "
+        "its own and its K VA neighbours' labels (the same VA information LDLVA reads)",
+        relabel=True,
     ),
     "ldlva_reference": Method(
-        {
-            "lamb_fixed_class_mean": False,
-            "lamb_lr": 10.0,
-            "neighbor_distribution": "prediction",
-            "prior_correction": False,
-        },
+        REFERENCE,
         "LDLVA as the reference runs it (λ free per row, `lamb_lr` 10, q from the neighbours' "
         "predictions, no prior correction)",
     ),
+    "ldlva": Method(
+        LDL_JAX,
+        "LDLVA with ldl_jax's deviations (each class keeps a mean λ set by how much its rows' "
+        "VA neighbours agree; each neighbour brings its label, weighted by its λ, and its "
+        "prediction into q; the prior correction at evaluation)",
+    ),
     "ldlva_uncorrected": Method(
-        {"prior_correction": False},
+        {**LDL_JAX, "prior_correction": False},
         "`ldlva` without the prior correction (the logits as trained)",
     ),
     "ldlva_bank": Method(
-        {"neighbors": "memory_bank"},
+        {**LDL_JAX, "neighbors": "memory_bank"},
         "`ldlva` with the neighbour memory bank (the neighbours' last central pass instead of "
         "a forward pass on their images)",
     ),
     "ldlva_init_mean": Method(
-        {"lamb_class_mean": "lamb_init"},
+        {**LDL_JAX, "lamb_class_mean": "lamb_init"},
         "`ldlva` with every class's mean λ at `lamb_init`",
     ),
     "ldlva_prediction": Method(
-        {"neighbor_distribution": "prediction"},
+        {**LDL_JAX, "neighbor_distribution": "prediction"},
         "`ldlva` with q made of the neighbours' predictions alone, as in the reference",
     ),
 }
 # Methods whose lambda is learned: their noise-detection figures are reported.
-LEARNS_LAMBDA = tuple(method for method in METHODS if method != "ce")
+LEARNS_LAMBDA = tuple(name for name, m in METHODS.items() if m.overrides.get("lamb_lr") != 0.0)
+# Data seeds whose sets were looked at while the method and its defaults were chosen; any
+# other data seed is a confirmation set, run once after the defaults are frozen.
+TUNING_DATA_SEEDS = (0, 1, 2, 3)
 
 
 def run_name(method: str, noise: float, mode: str, seed: int) -> str:
@@ -103,7 +138,8 @@ def plan(args) -> list[dict]:
                 cells.append((method, noise, mode))
     for method in args.ablations:
         for noise in args.ablation_noise:
-            cells.append((method, noise, "proportional"))
+            if (method, noise, "proportional") not in cells:
+                cells.append((method, noise, "proportional"))
     runs = []
     for seed in args.seeds:
         for method, noise, mode in cells:
@@ -129,6 +165,8 @@ STUDY_SETTINGS = (
     "num_train",
     "num_test",
     "image_size",
+    "val_fraction",
+    "val_every_steps",
     "pretrain_epochs",
     "pretrain_num_train",
     "pretrain_data_seed",
@@ -172,7 +210,7 @@ def prepare_data(args) -> pathlib.Path:
             num_train=args.num_train,
             num_test=args.num_test,
             image_size=args.image_size,
-            num_neighbors=20,
+            num_neighbors=noise_splits.NUM_NEIGHBORS_WRITTEN,
             class_balance="rafdb",
         )
     if args.va_regressor and not clean_train_csv(args, data).exists():
@@ -192,44 +230,57 @@ def clean_train_csv(args, data: pathlib.Path) -> pathlib.Path:
     return data / "clean" / (REGRESSOR_TRAIN_CSV if args.va_regressor else "train.csv")
 
 
-def neighbor_label_purity(csv_path: pathlib.Path, num_neighbors: int) -> float:
-    """The share of each row's `num_neighbors` nearest VA neighbours with the row's label."""
-    frame = pd.read_csv(csv_path)
-    labels = frame["expression"].to_numpy()
-    knn = np.array([[int(j) for j in row.split(";")[:num_neighbors]] for row in frame["knn"]])
-    return float((labels[knn] == labels[:, None]).mean())
-
-
-def train_csv(clean: pathlib.Path, run: dict) -> pathlib.Path:
-    """The run's training CSV, `clean` or a noisy copy of it beside its folder; noisy copies
-    keep the clean label in `expression_backup`."""
-    data = clean.parent.parent
-    if run["noise"] == 0:
-        return clean
-    path = data / f"train_{run['mode']}{int(round(run['noise'] * 100))}_s{run['seed']}.csv"
-    if not path.exists():
-        frame = pd.read_csv(clean)
-        noisy = flip_labels(frame["expression"].to_numpy(), run["noise"], run["mode"], run["seed"])
-        frame.assign(expression_backup=frame["expression"], expression=noisy).to_csv(
-            path.with_suffix(".tmp"), index=False
+def run_data(args, data: pathlib.Path, run: dict, num_voters: int) -> dict[str, pathlib.Path]:
+    """The run's training and validation CSVs, written once per (noise, mode, seed) under
+    OUT/data/splits and shared by every method (the relabelling baseline's training CSV too)."""
+    level = int(round(run["noise"] * 100))
+    name = "clean" if level == 0 else f"{run['mode']}{level}_s{run['seed']}"
+    folder = data / "splits" / name
+    paths = {
+        "train": folder / "train.csv",
+        "val": folder / "val.csv",
+        "relabelled": folder / f"train_knn_vote{num_voters}.csv",
+    }
+    if not (paths["train"].exists() and paths["val"].exists()):
+        clean = clean_train_csv(args, data)
+        labels = pd.read_csv(clean)["expression"].to_numpy()
+        noisy = noise_splits.noisy_labels(
+            labels, run["noise"], run["mode"], args.data_seed, run["seed"]
         )
-        path.with_suffix(".tmp").replace(path)
-    return path
+        held_out = noise_splits.val_rows(len(labels), args.val_fraction, args.data_seed)
+        train, val = noise_splits.split_noisy_table(clean, noisy, held_out)
+        noise_splits.write_csv(val, paths["val"])
+        noise_splits.write_csv(train, paths["train"])
+    if not paths["relabelled"].exists():
+        train = pd.read_csv(paths["train"])
+        voted = noise_splits.vote_labels(
+            train["expression"].to_numpy(), noise_splits.parse_knn(train), num_voters
+        )
+        noise_splits.write_csv(
+            train.assign(expression_given=train["expression"], expression=voted),
+            paths["relabelled"],
+        )
+    return paths
 
 
 def run_overrides(args, data: pathlib.Path, run: dict, pretrained: str) -> dict:
     """Config overrides (dotted name -> value) of one run."""
+    method = METHODS[run["method"]]
+    sets = _parse_sets(args.set)
+    num_voters = _load_config(args.config, {**method.overrides, **sets}).num_neighbors
+    paths = run_data(args, data, run, num_voters)
     overrides = {
         "model.pretrained": pretrained,
         "data.synthetic.dir": str(data / "clean"),  # exists: nothing is generated
         "data.image_dir": str(data / "clean" / "images"),
-        "data.train_csv": str(train_csv(clean_train_csv(args, data), run)),
-        "data.val_csv": "",
+        "data.train_csv": str(paths["relabelled" if method.relabel else "train"]),
+        "data.val_csv": str(paths["val"]),
         "data.test_csv": str(data / "clean" / "test.csv"),
+        "val_interval": args.val_every_steps,
         "seed": run["seed"],
     }
-    overrides.update(METHODS[run["method"]].overrides)
-    overrides.update(_parse_sets(args.set))
+    overrides.update(method.overrides)
+    overrides.update(sets)
     return overrides
 
 
@@ -265,24 +316,32 @@ def _load_config(path: str, overrides: dict):
     return config
 
 
-def train_one(args, workdir: pathlib.Path, overrides: dict) -> None:
-    """Trains one run in `workdir`: in this process (--jobs=1) or a child process."""
+def train_one(args, workdir: pathlib.Path, overrides: dict, evaluate_best: bool = True) -> None:
+    """Trains one run in `workdir`, then evaluates its checkpoint picked on the validation
+    split (WORKDIR/eval/best-STEP/): in this process (--jobs=1) or in child processes."""
     if args.jobs == 1:
         from ldl_jax import train
 
-        train.train_and_evaluate(_load_config(args.config, overrides), workdir)
+        config = _load_config(args.config, overrides)
+        train.train_and_evaluate(config, workdir)
+        if evaluate_best:
+            train.evaluate_checkpoint(config, workdir, "best")
         return
     command = [sys.executable, "-m", "ldl_jax.main", f"--config={args.config}"]
     command += [f"--workdir={workdir}"] + [_flag(k, v) for k, v in overrides.items()]
+    commands = [command] + ([command + ["--mode=eval", "--checkpoint=best"]] * evaluate_best)
     log = pathlib.Path(args.out) / "logs" / f"{workdir.name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(pathlib.Path(args.out) / "xla_cache"))
     with open(log, "w") as out:
-        finished = subprocess.run(
-            command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT
-        )
-    if finished.returncode:
-        raise RuntimeError(f"run {workdir.name} failed (exit {finished.returncode}); see {log}")
+        for step in commands:
+            finished = subprocess.run(
+                step, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT
+            )
+            if finished.returncode:
+                raise RuntimeError(
+                    f"run {workdir.name} failed (exit {finished.returncode}); see {log}"
+                )
 
 
 def pretrain(args) -> str:
@@ -308,7 +367,7 @@ def pretrain(args) -> str:
             num_train=args.pretrain_num_train,
             num_test=args.num_test,
             image_size=args.image_size,
-            num_neighbors=20,
+            num_neighbors=noise_splits.NUM_NEIGHBORS_WRITTEN,
         )
     epochs = args.pretrain_epochs
     overrides = {
@@ -319,33 +378,55 @@ def pretrain(args) -> str:
         "data.test_csv": str(data / "test.csv"),
         "num_epochs": epochs,
         "lr_steps": (max(1, round(epochs * 2 / 3)), max(1, round(epochs * 0.9))),
-        **METHODS["ce"].overrides,
+        **CE,
     }
     overrides.update(_parse_sets(args.set))
     print(f"pre-training the backbone for {epochs} epochs in {workdir}", flush=True)
-    train_one(args, workdir, overrides)
+    train_one(args, workdir, overrides, evaluate_best=False)
     return str(workdir)
 
 
-def measure(args, run: dict) -> dict:
-    """Test accuracy of a finished run and, for learned lambda under noise, its detection."""
-    from ldl_jax import inspect as lambda_inspect
-
-    workdir = pathlib.Path(args.out) / "runs" / run["name"]
-    test = json.loads((workdir / "eval_results.json").read_text())["test"]
-    result = {
-        **run,
+def _test_metrics(results_file: pathlib.Path) -> dict:
+    test = json.loads(results_file.read_text())["test"]
+    return {
         "accuracy": test["accuracy"],
         "balanced_accuracy": test["balanced_accuracy"],
         "per_class_accuracy": test["per_class_accuracy"],
+        "step": test["step"],
     }
+
+
+def measure(args, run: dict, overrides: dict) -> dict:
+    """A finished run's test figures at its final and at its picked (best noisy-validation)
+    checkpoint; for learned lambda under noise, lambda's detection of the flipped rows; for the
+    relabelling baseline, how many of its training labels the vote got right."""
+    from ldl_jax import inspect as lambda_inspect
+
+    workdir = pathlib.Path(args.out) / "runs" / run["name"]
+    final = _test_metrics(workdir / "eval_results.json")
+    [picked_file] = sorted(workdir.glob("eval/best-*/eval_results.json"))
+    picked = _test_metrics(picked_file)
+    val = json.loads((workdir / "eval_results.json").read_text())["val_summary"]
+    result = {
+        **run,
+        **{f"final_{k}": v for k, v in final.items()},
+        **{f"picked_{k}": v for k, v in picked.items()},
+        "picked_val_accuracy": val["best_accuracy"],
+    }
+    frame = pd.read_csv(overrides["data.train_csv"])
     if run["method"] in LEARNS_LAMBDA and run["noise"] > 0:
-        config, lam, _ = lambda_inspect.read_lambdas(workdir)
-        frame = pd.read_csv(config.data.train_csv)
+        _, lam, _ = lambda_inspect.read_lambdas(workdir)
         result.update(
             lambda_inspect.noise_detection(
                 lam, frame["expression"].to_numpy(), frame["expression_backup"].to_numpy()
             )
+        )
+    if METHODS[run["method"]].relabel:
+        result["relabelled_correct"] = float(
+            (frame["expression"] == frame["expression_backup"]).mean()
+        )
+        result["given_correct"] = float(
+            (frame["expression_given"] == frame["expression_backup"]).mean()
         )
     return result
 
@@ -363,9 +444,11 @@ def run_study(args) -> dict[str, dict]:
     todo = [run for run in runs if run["name"] not in results]
     print(f"{len(runs)} runs, {len(runs) - len(todo)} already finished", flush=True)
     started = time.time()
+    # Split CSVs are written here, never by two workers at once.
+    jobs = {run["name"]: run_overrides(args, data, run, pretrained) for run in todo}
 
     def finish(run):
-        results[run["name"]] = measure(args, run)
+        results[run["name"]] = measure(args, run, jobs[run["name"]])
         results_path.with_suffix(".tmp").write_text(json.dumps(results, indent=1))
         results_path.with_suffix(".tmp").replace(results_path)
         remaining = sum(r["name"] not in results for r in runs)
@@ -374,15 +457,13 @@ def run_study(args) -> dict[str, dict]:
         per_run = elapsed / max(1, len(todo) - remaining)
         r = results[run["name"]]
         print(
-            f"[{done}/{len(runs)}] {run['name']}: test {r['accuracy']:.4f}, balanced "
-            f"{r['balanced_accuracy']:.4f}"
+            f"[{done}/{len(runs)}] {run['name']}: test picked {r['picked_accuracy']:.4f} "
+            f"(balanced {r['picked_balanced_accuracy']:.4f}), final {r['final_accuracy']:.4f}"
             + (f", lambda precision@k {r['precision_at_k']:.3f}" if "precision_at_k" in r else "")
             + f" | {elapsed / 60:.1f} min, ~{remaining * per_run / 60:.0f} min left",
             flush=True,
         )
 
-    # Noisy CSVs are written here, never by two workers at once.
-    jobs = {run["name"]: run_overrides(args, data, run, pretrained) for run in todo}
     runs_dir = out / "runs"
     if args.jobs == 1:
         for run in todo:
@@ -400,150 +481,33 @@ def run_study(args) -> dict[str, dict]:
     return {run["name"]: results[run["name"]] for run in runs}
 
 
-def summarize(results: dict[str, dict]) -> pd.DataFrame:
-    """One row per (method, noise, mode): mean and std over seeds of every figure."""
-    frame = pd.DataFrame(results.values())
-    figures = [
-        c
-        for c in ("accuracy", "balanced_accuracy", "precision_at_k", "auroc")
-        if c in frame.columns
-    ]
-    grouped = frame.groupby(["method", "mode", "noise"], sort=False)[figures]
-    table = grouped.agg(["mean", "std", "count"])
-    table.columns = [f"{figure}_{stat}" for figure, stat in table.columns]
-    return table.reset_index()
-
-
-def _cell(row, figure: str, percent: bool = True) -> str:
-    mean, std = row.get(f"{figure}_mean"), row.get(f"{figure}_std")
-    if mean is None or np.isnan(mean):
-        return ""
-    scale = 100 if percent else 1
-    digits = 1 if percent else 3
-    std_text = "" if np.isnan(std) else f" ± {std * scale:.{digits}f}"
-    return f"{mean * scale:.{digits}f}{std_text}"
-
-
-def markdown_table(summary: pd.DataFrame) -> str:
-    """Rows (noise, mode), one column group per method: test and balanced accuracy (%),
-    lambda's precision@k where lambda is learned under noise."""
-    lines = [
-        "| noise | flips | method | seeds | test accuracy (%) | balanced accuracy (%) "
-        "| λ precision@k | λ AUROC |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    ordered = summary.sort_values(["noise", "mode"], kind="stable")
-    for _, row in ordered.iterrows():
-        lines.append(
-            f"| {int(round(row['noise'] * 100))}% | {row['mode']} | {row['method']} "
-            f"| {int(row['accuracy_count'])} | {_cell(row, 'accuracy')} "
-            f"| {_cell(row, 'balanced_accuracy')} | {_cell(row, 'precision_at_k', False)} "
-            f"| {_cell(row, 'auroc', False)} |"
-        )
-    return "\n".join(lines)
-
-
-def plot(summary: pd.DataFrame, path: pathlib.Path) -> None:
-    """Test accuracy against noise, one panel per flip mode, mean ± std over seeds."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    modes = [m for m in ("proportional", "uniform") if m in set(summary["mode"])] or ["clean"]
-    figure, axes = plt.subplots(1, len(modes), figsize=(5 * len(modes), 4), squeeze=False)
-    levels = summary["noise"].nunique()
-    for ax, mode in zip(axes[0], modes, strict=True):
-        for method, rows in summary.groupby("method", sort=False):
-            rows = rows[(rows["mode"] == mode) | (rows["mode"] == "clean")].sort_values("noise")
-            if len(rows) < 2:
-                continue
-            ax.errorbar(
-                rows["noise"] * 100,
-                rows["accuracy_mean"] * 100,
-                yerr=rows["accuracy_std"].fillna(0) * 100,
-                marker="o",
-                capsize=3,
-                label=method,
-                linestyle="-" if len(rows) == levels else ":",  # ablations: only some levels
-            )
-        ax.set_title(f"{mode} label flips")
-        ax.set_xlabel("flipped training labels (%)")
-        ax.set_ylabel("test accuracy (%)")
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:  # a method with one noise level draws no line
-            ax.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-
-
-def write_report(args, summary: pd.DataFrame, command: str) -> None:
-    results_path = pathlib.Path(args.results)
-    plot_path = pathlib.Path(args.plot)
-    plot_path.parent.mkdir(parents=True, exist_ok=True)
-    plot(summary, plot_path)
-    relative_plot = os.path.relpath(plot_path, results_path.parent)
-    overrides = f" with {', '.join(args.set)}" if args.set else ""
-    if args.pretrain_epochs:
-        start = (
-            f"Every run starts from the same pre-trained backbone, as the paper's runs do: "
-            f"{args.pretrain_epochs} epochs of plain cross-entropy on a disjoint, clean synthetic "
-            f"set ({args.pretrain_num_train} images, data seed {args.pretrain_data_seed}, the "
-            f"generator's default class balance), a stand-in for face-recognition pre-training."
-        )
-    else:
-        start = "Every run starts from random weights."
-    num_neighbors = _load_config(args.config, _parse_sets(args.set)).num_neighbors
-    clean = clean_train_csv(args, pathlib.Path(args.out) / "data")
-    source = (
-        f"the predictions of the VA regressor in `{args.va_regressor}` "
-        "(`ldl_jax.annotate_va`), as on RAF-DB"
-        if args.va_regressor
-        else "the generator's true valence and arousal"
-    )
-    neighbours = (
-        f"VA neighbours from {source}: {neighbor_label_purity(clean, num_neighbors):.1%} of "
-        f"each row's {num_neighbors} nearest share its clean label."
-    )
-    data_text = textwrap.fill(
-        f"Data: the built-in synthetic generator with RAF-DB's class balance (data seed "
-        f"{args.data_seed}, {args.num_train} training / {args.num_test} test images at "
-        f"{args.image_size} px). Per seed, a noisy copy of the training labels "
-        "(`tools/make_noisy_labels.py`'s flips), seeded by the run's seed, which also seeds "
-        f"initialisation and augmentation. {neighbours} Model and schedule: `{args.config}`"
-        f"{overrides}. {start}",
-        width=96,
-        break_on_hyphens=False,
-    )
-    used = dict.fromkeys([*args.methods, *args.ablations])
-    methods = textwrap.fill(
-        "Methods: " + "; ".join(f"`{name}` {METHODS[name].description}" for name in used) + ".",
-        width=96,
-        break_on_hyphens=False,
-    )
-    text = f"""# Noisy-label study
-
-Generated by
-
-```
-{command}
-```
-
-{data_text}
-
-{methods}
-
-Test accuracy is that of the final checkpoint on the clean test set. λ precision@k is the share
-of flipped rows among the k lowest-λ rows (k = the number of flipped rows); λ AUROC that of
-1 - λ as a detector of flipped rows. Figures are mean ± std over seeds.
-
-{markdown_table(summary)}
-
-![test accuracy against noise]({relative_plot})
-"""
-    results_path.parent.mkdir(parents=True, exist_ok=True)
-    results_path.write_text(text)
+def describe(args) -> dict:
+    """What the report says of the study's data, neighbours and start."""
+    data = pathlib.Path(args.out) / "data"
+    config = _load_config(args.config, _parse_sets(args.set))
+    clean = pd.read_csv(clean_train_csv(args, data))
+    return {
+        "command": " ".join(["python tools/noise_study.py", *args.argv]),
+        "config": args.config,
+        "sets": args.set,
+        "data_seed": args.data_seed,
+        "confirmation": args.data_seed not in TUNING_DATA_SEEDS,
+        "num_train": args.num_train,
+        "num_test": args.num_test,
+        "image_size": args.image_size,
+        "val_fraction": args.val_fraction,
+        "val_every_steps": args.val_every_steps,
+        "num_neighbors": config.num_neighbors,
+        "purity": noise_splits.neighbor_label_purity(clean, config.num_neighbors),
+        "va_regressor": args.va_regressor,
+        "pretrain_epochs": args.pretrain_epochs,
+        "pretrain_num_train": args.pretrain_num_train,
+        "pretrain_data_seed": args.pretrain_data_seed,
+        "methods": {
+            name: METHODS[name].description
+            for name in dict.fromkeys([*args.methods, *args.ablations])
+        },
+    }
 
 
 def _floats(text: str) -> list[float]:
@@ -564,20 +528,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--out", default="runs/noise_study", help="Data, runs and results.json.")
     parser.add_argument("--config", default="configs/synthetic.py")
-    parser.add_argument("--methods", type=_names, default=["ce", "ldlva"])
-    parser.add_argument("--noise", type=_floats, default=[0.0, 0.1, 0.2, 0.3])
-    parser.add_argument("--modes", type=lambda s: s.split(","), default=["proportional", "uniform"])
-    parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1, 2])
     parser.add_argument(
-        "--ablations",
+        "--methods",
         type=_names,
-        default=["ldlva_prediction", "ldlva_reference", "ldlva_uncorrected"],
+        default=["ce", "label_smoothing", "gce", "knn_relabel", "ldlva_reference", "ldlva"],
     )
+    parser.add_argument("--noise", type=_floats, default=[0.0, 0.1, 0.2, 0.3])
+    parser.add_argument("--modes", type=lambda s: s.split(","), default=["proportional"])
+    parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1, 2])
+    parser.add_argument("--ablations", type=_names, default=[])
     parser.add_argument("--ablation_noise", type=_floats, default=[0.0, 0.3])
-    parser.add_argument("--data_seed", type=int, default=1)
+    parser.add_argument("--data_seed", type=int, default=0)
     parser.add_argument("--num_train", type=int, default=3000)
     parser.add_argument("--num_test", type=int, default=700)
     parser.add_argument("--image_size", type=int, default=48)
+    parser.add_argument(
+        "--val_fraction",
+        type=float,
+        default=0.1,
+        help="Share of the training rows held out, with their noisy labels, to pick checkpoints.",
+    )
+    parser.add_argument(
+        "--val_every_steps", type=int, default=100, help="Validation (and best-checkpoint) period."
+    )
     parser.add_argument(
         "--pretrain_epochs",
         type=int,
@@ -585,6 +558,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="Epochs of cross-entropy pre-training on a disjoint clean set; 0: from scratch.",
     )
     parser.add_argument("--pretrain_num_train", type=int, default=4000)
+    parser.add_argument("--pretrain_data_seed", type=int, default=7)
     parser.add_argument(
         "--va_regressor",
         default="",
@@ -592,7 +566,6 @@ def build_parser() -> argparse.ArgumentParser:
         "and VA neighbours come from its predictions (ldl_jax.annotate_va), as on RAF-DB, "
         "instead of the generator's true values.",
     )
-    parser.add_argument("--pretrain_data_seed", type=int, default=7)
     parser.add_argument(
         "--set", action="append", default=[], help="Config override for every run, KEY=VALUE."
     )
@@ -605,13 +578,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    args.argv = argv
     for mode in args.modes:
         if mode not in ("proportional", "uniform"):
             raise SystemExit(f"--modes: unknown flip mode {mode!r}")
     results = run_study(args)
-    summary = summarize(results)
-    write_report(args, summary, " ".join(["python tools/noise_study.py", *argv]))
-    print(markdown_table(summary))
+    noise_report.write_report(describe(args), results, args.results, args.plot)
+    print(noise_report.markdown_table(noise_report.summarize(results)))
 
 
 if __name__ == "__main__":
