@@ -1,0 +1,146 @@
+"""tools/prepare_rafdb.py on small fake RAF-DB releases."""
+
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ldl_jax.va_knn import knn_in_va_space
+from tests.release_fakes import RAF_TEST, RAF_TRAIN, knn_of, make_raf, run_main
+from tools import prepare_rafdb
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_rafdb_labels_become_ours_and_paths_are_relative(tmp_path, capsys):
+    raf = make_raf(tmp_path / "basic")
+    code, out, _ = run_main(prepare_rafdb.main, ["--root", raf, "--out", tmp_path / "out"], capsys)
+    assert code == 0
+    train = pd.read_csv(tmp_path / "out" / "train.csv")
+    test = pd.read_csv(tmp_path / "out" / "test.csv")
+    assert list(train.columns) == list(test.columns) == ["subDirectory_filePath", "expression"]
+    # RAF 1 Surprise, 2 Fear, 3 Disgust, 4 Happiness, 5 Sadness, 6 Anger, 7 Neutral.
+    expected = {1: 3, 2: 4, 3: 5, 4: 1, 5: 2, 6: 6, 7: 0}
+    assert train["expression"].tolist() == [expected[label] for _, label in RAF_TRAIN]
+    assert test["expression"].tolist() == [expected[label] for _, label in RAF_TEST]
+    assert train["subDirectory_filePath"][0] == "train_00001_aligned.jpg"
+    assert test["subDirectory_filePath"][6] == "test_0007_aligned.jpg"
+    image_dir = raf / "Image" / "aligned"
+    assert all((image_dir / name).is_file() for name in train["subDirectory_filePath"])
+    assert f"image_dir: {image_dir.resolve()}" in out
+    assert "3 Surprise" in out and "total" in out
+    surprise_row = next(line for line in out.splitlines() if line.startswith("3 Surprise"))
+    assert surprise_row.split()[2:] == ["2", "1"]  # train, test
+
+
+def test_rafdb_original_images_keep_their_names(tmp_path, capsys):
+    raf = make_raf(tmp_path / "basic")
+    args = ["--root", raf, "--out", tmp_path / "out", "--images", "original"]
+    assert run_main(prepare_rafdb.main, args, capsys)[0] == 0
+    train = pd.read_csv(tmp_path / "out" / "train.csv")
+    assert train["subDirectory_filePath"].tolist() == [name for name, _ in RAF_TRAIN]
+
+
+def test_rafdb_va_source_adds_valence_arousal_and_the_knn_column(tmp_path, capsys):
+    raf = make_raf(tmp_path / "basic")
+    rng = np.random.default_rng(0)
+    va = np.round(rng.uniform(-1, 1, (len(RAF_TRAIN), 2)), 3)
+    # VA rows in another order, keyed by the label file's names, plus test rows (ignored).
+    order = rng.permutation(len(RAF_TRAIN))
+    source = pd.DataFrame(
+        {
+            "name": [RAF_TRAIN[i][0] for i in order] + ["test_0001.jpg"],
+            "valence": list(va[order, 0]) + [0.0],
+            "arousal": list(va[order, 1]) + [0.0],
+        }
+    )
+    source.to_csv(tmp_path / "va.csv", index=False)
+    args = ["--root", raf, "--out", tmp_path / "out", "--va_csv", tmp_path / "va.csv"]
+    assert run_main(prepare_rafdb.main, [*args, "--num_neighbors", "5"], capsys)[0] == 0
+    train = pd.read_csv(tmp_path / "out" / "train.csv")
+    assert list(train.columns) == [
+        "subDirectory_filePath",
+        "expression",
+        "valence",
+        "arousal",
+        "knn",
+    ]
+    np.testing.assert_allclose(train[["valence", "arousal"]].to_numpy(), va)
+    np.testing.assert_array_equal(knn_of(train), knn_in_va_space(va, 5))
+    assert list(pd.read_csv(tmp_path / "out" / "test.csv").columns) == [
+        "subDirectory_filePath",
+        "expression",
+    ]
+
+
+BAD_RAF_LINES = {
+    "one field": ("train_00003.jpg", "malformed line"),
+    "three fields": ("train_00003.jpg 3 1", "malformed line"),
+    "label not an integer": ("train_00003.jpg three", "the label is not an integer"),
+    "bad image name": ("val_00003.jpg 3", "is not train_<number>.jpg"),
+    "unknown label": ("train_00003.jpg 8", "unknown label 8"),
+    "listed twice": ("train_00001.jpg 3", "train_00001.jpg is listed twice (first at line 1)"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_RAF_LINES))
+def test_rafdb_refuses_a_bad_label_line_naming_it(tmp_path, capsys, case):
+    bad_line, message = BAD_RAF_LINES[case]
+    lines = [f"{name} {label}" for name, label in RAF_TRAIN + RAF_TEST]
+    lines[2] = bad_line
+    raf = make_raf(tmp_path / "basic", lines)
+    code, _, err = run_main(prepare_rafdb.main, ["--root", raf, "--out", tmp_path / "o"], capsys)
+    assert code == 2
+    assert "list_patition_label.txt:3: " in err
+    assert message in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_rafdb_refuses_a_missing_image_naming_its_line(tmp_path, capsys):
+    raf = make_raf(tmp_path / "basic")
+    (raf / "Image" / "aligned" / "test_0002_aligned.jpg").unlink()
+    code, _, err = run_main(prepare_rafdb.main, ["--root", raf, "--out", tmp_path / "o"], capsys)
+    assert code == 2
+    assert "list_patition_label.txt:16: listed image is missing (1 of 21" in err
+    assert "test_0002_aligned.jpg" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_rafdb_refuses_a_va_source_without_every_training_image(tmp_path, capsys):
+    raf = make_raf(tmp_path / "basic")
+    pd.DataFrame(
+        {"subDirectory_filePath": ["train_00001_aligned.jpg"], "valence": [0.1], "arousal": [0]}
+    ).to_csv(tmp_path / "va.csv", index=False)
+    args = ["--root", raf, "--out", tmp_path / "o", "--va_csv", tmp_path / "va.csv"]
+    code, _, err = run_main(prepare_rafdb.main, args, capsys)
+    assert code == 2
+    assert "no valence/arousal for 13 of 14 training images, first: train_00002_aligned.jpg" in err
+
+
+def test_rafdb_refuses_a_bad_va_row_naming_its_line(tmp_path, capsys):
+    raf = make_raf(tmp_path / "basic")
+    (tmp_path / "va.csv").write_text("name,valence,arousal\ntrain_00001.jpg,0.1,0.2\nx.jpg,?,0\n")
+    args = ["--root", raf, "--out", tmp_path / "o", "--va_csv", tmp_path / "va.csv"]
+    code, _, err = run_main(prepare_rafdb.main, args, capsys)
+    assert code == 2
+    assert "va.csv:3: valence/arousal ('?', '0')" in err
+
+
+def test_rafdb_cli_help_and_an_error_from_a_subprocess(tmp_path):
+    script = str(ROOT / "tools" / "prepare_rafdb.py")
+    shown = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True)
+    assert shown.returncode == 0
+    assert "--va_csv" in shown.stdout and "3, 4, 5, 1, 2, 6, 0" in shown.stdout
+    lines = [f"{name} {label}" for name, label in RAF_TRAIN + RAF_TEST]
+    lines[4] = "train_00005.jpg 0"
+    raf = make_raf(tmp_path / "basic", lines)
+    failed = subprocess.run(
+        [sys.executable, script, "--root", str(raf), "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+    )
+    assert failed.returncode == 2
+    assert "list_patition_label.txt:5: unknown label 0 for train_00005.jpg" in failed.stderr
