@@ -39,23 +39,32 @@ def affectnet_rows(count: int, seed: int) -> list[dict]:
     return rows
 
 
-def make_affectnet_csv(root: pathlib.Path, train_rows, test_rows) -> pathlib.Path:
-    """The manual-annotation release; validation.csv without its header, as some copies."""
+def make_affectnet_csv(
+    root: pathlib.Path,
+    train_rows,
+    test_rows,
+    *,
+    headers=(AFFECTNET_HEADER, None),
+    image_folder=pathlib.Path("Manually_Annotated_Images"),
+) -> pathlib.Path:
+    """The manual-annotation release: `headers` are the first lines of training.csv and
+    validation.csv (None: no header line, as validation.csv of some copies), the images under
+    ROOT/`image_folder`. A row's `box` or `landmarks` may be "NULL", as AffectNet writes them."""
     lists = root / "Manually_Annotated_file_lists"
     lists.mkdir(parents=True)
     for name, rows, header in (
-        ("training.csv", train_rows, True),
-        ("validation.csv", test_rows, False),
+        ("training.csv", train_rows, headers[0]),
+        ("validation.csv", test_rows, headers[1]),
     ):
-        lines = [AFFECTNET_HEADER] if header else []
+        lines = [header] if header else []
         for row in rows:
-            x, y, w, h = row["box"]
-            landmarks = '"' + ";".join(["10.5"] * 136) + '"'
+            box = ",".join(["NULL"] * 4 if row["box"] == "NULL" else map(str, row["box"]))
+            landmarks = row.get("landmarks", ";".join(["10.5"] * 136))
             lines.append(
-                f"{row['path']},{x},{y},{w},{h},{landmarks},{row['expression']},"
+                f"{row['path']},{box},{landmarks},{row['expression']},"
                 f"{row['valence']},{row['arousal']}"
             )
-            image = root / "Manually_Annotated_Images" / row["path"]
+            image = root / image_folder / row["path"]
             write_jpeg(image, len(lines), (32, 36))
         (lists / name).write_text("\n".join(lines) + "\n")
     return root
@@ -215,3 +224,127 @@ def test_affectnet_npy_release_names_a_missing_annotation(tmp_path, capsys):
     )
     assert code == 2
     assert "2_aro.npy: annotation file is missing" in err
+
+
+# ----------------------------------------------------------------------------- real copies' quirks
+
+REAL_HEADER = "#" + AFFECTNET_HEADER  # the header line of the copies in circulation
+
+
+def test_affectnet_reads_the_hash_header_of_both_lists(tmp_path, capsys):
+    train_rows, test_rows = affectnet_rows(30, 0), affectnet_rows(22, 1)
+    root = make_affectnet_csv(
+        tmp_path / "A", train_rows, test_rows, headers=(REAL_HEADER, REAL_HEADER)
+    )
+    args = ["--root", root, "--out", tmp_path / "out", "--num_neighbors", "3"]
+    code, out, err = run_main(prepare_affectnet.main, args, capsys)
+    assert code == 0, err
+    train = pd.read_csv(tmp_path / "out" / "train.csv")
+    test = pd.read_csv(tmp_path / "out" / "test.csv")
+    assert train["subDirectory_filePath"].tolist() == [r["path"] for r in kept(train_rows)]
+    assert test["subDirectory_filePath"].tolist() == [r["path"] for r in kept(test_rows)]
+
+
+def test_affectnet_finds_the_images_one_folder_deeper(tmp_path, capsys):
+    deeper = pathlib.Path("Manually_Annotated") / "Manually_Annotated_Images"
+    train_rows, test_rows = affectnet_rows(30, 0), affectnet_rows(22, 1)
+    root = make_affectnet_csv(
+        tmp_path / "A", train_rows, test_rows, headers=(REAL_HEADER, None), image_folder=deeper
+    )
+    args = ["--root", root, "--out", tmp_path / "out", "--num_neighbors", "3"]
+    code, out, err = run_main(prepare_affectnet.main, args, capsys)
+    assert code == 0, err
+    assert f"image_dir: {(root / deeper).resolve()}" in out
+    assert len(pd.read_csv(tmp_path / "out" / "train.csv")) == len(kept(train_rows))
+
+
+def test_affectnet_takes_an_image_dir_or_says_to_give_one(tmp_path, capsys):
+    elsewhere = pathlib.Path("somewhere") / "else"
+    root = make_affectnet_csv(
+        tmp_path / "A", affectnet_rows(30, 0), affectnet_rows(22, 1), image_folder=elsewhere
+    )
+    args = ["--root", root, "--out", tmp_path / "out", "--num_neighbors", "3"]
+    code, _, err = run_main(prepare_affectnet.main, args, capsys)
+    assert code == 2
+    assert "pass the image folder as --image_dir" in err and "0/img0_000.jpg" in err
+    code, out, err = run_main(
+        prepare_affectnet.main, [*args, "--image_dir", root / elsewhere], capsys
+    )
+    assert code == 0, err
+    assert f"image_dir: {(root / elsewhere).resolve()}" in out
+
+
+def spoil_images(root: pathlib.Path, train_rows) -> dict[str, str]:
+    """Replaces four kept training images by bad files, as real copies have them; returns
+    path -> the reason expected in skipped.csv."""
+    images = root / "Manually_Annotated_Images"
+    bad = {
+        train_rows[0]["path"]: "empty file",  # the zero-byte image of folder 103
+        train_rows[1]["path"]: "not a JPEG/PNG/GIF/BMP image",  # an HTML page
+        train_rows[2]["path"]: "not a JPEG/PNG/GIF/BMP image",  # a TIFF
+        train_rows[3]["path"]: "cannot decode",  # a truncated JPEG
+    }
+    (images / train_rows[0]["path"]).write_bytes(b"")
+    (images / train_rows[1]["path"]).write_text("<html><body>404</body></html>")
+    Image.new("RGB", (32, 36)).save(images / train_rows[2]["path"], format="TIFF")
+    truncated = images / train_rows[3]["path"]
+    truncated.write_bytes(truncated.read_bytes()[:300])
+    return bad
+
+
+@pytest.mark.parametrize("crop", [False, True])
+def test_affectnet_lists_undecodable_images_in_skipped_csv_and_keeps_going(
+    tmp_path, capsys, crop
+):
+    train_rows, test_rows = affectnet_rows(30, 0), affectnet_rows(22, 1)
+    root = make_affectnet_csv(tmp_path / "A", train_rows, test_rows)
+    bad = spoil_images(root, train_rows)
+    args = ["--root", root, "--out", tmp_path / "out", "--num_neighbors", "3"]
+    code, out, err = run_main(prepare_affectnet.main, args + ["--crop"] * crop, capsys)
+    assert code == 0, err
+    train = pd.read_csv(tmp_path / "out" / "train.csv")
+    good = [r["path"] for r in kept(train_rows) if r["path"] not in bad]
+    assert train["subDirectory_filePath"].tolist() == good
+    np.testing.assert_array_equal(
+        knn_of(train), knn_in_va_space(train[["valence", "arousal"]].to_numpy(), 3)
+    )
+    skipped = pd.read_csv(tmp_path / "out" / "skipped.csv")
+    assert dict(zip(skipped["subDirectory_filePath"], skipped["reason"], strict=True)) == bad
+    assert set(skipped["split"]) == {"train"}
+    assert skipped["source"].str.contains("training.csv:").all()
+    assert (
+        "image missing: 0, empty file: 1, not a JPEG/PNG/GIF/BMP image: 2, cannot decode: 1, "
+        "cannot read: 0" in out
+    )
+    assert "4 images that do not decode are listed in" in out
+    if crop:
+        images = tmp_path / "out" / "images"
+        assert sorted(str(p.relative_to(images)) for p in images.rglob("*.jpg")) == sorted(
+            good + [r["path"] for r in kept(test_rows)]
+        )
+
+
+def test_affectnet_drops_rows_whose_face_box_or_landmarks_are_null(tmp_path, capsys):
+    train_rows, test_rows = affectnet_rows(30, 0), affectnet_rows(22, 1)
+    train_rows[0]["box"] = "NULL"
+    train_rows[2]["landmarks"] = "NULL"
+    test_rows[1]["box"] = "NULL"
+    train_rows[8]["box"] = "NULL"  # label 8: counted with None/Uncertain/No-Face, not twice
+    root = make_affectnet_csv(tmp_path / "A", train_rows, test_rows)
+    args = ["--root", root, "--out", tmp_path / "out", "--num_neighbors", "3", "--crop"]
+    code, out, err = run_main(prepare_affectnet.main, args, capsys)
+    assert code == 0, err
+    train = pd.read_csv(tmp_path / "out" / "train.csv")
+    test = pd.read_csv(tmp_path / "out" / "test.csv")
+    nulls = {train_rows[0]["path"], train_rows[2]["path"], test_rows[1]["path"]}
+    assert train["subDirectory_filePath"].tolist() == [
+        r["path"] for r in kept(train_rows) if r["path"] not in nulls
+    ]
+    assert test["subDirectory_filePath"].tolist() == [
+        r["path"] for r in kept(test_rows) if r["path"] not in nulls
+    ]
+    train_line = next(line for line in out.splitlines() if line.startswith("dropped from train"))
+    assert "None/Uncertain/No-Face (8-10): 6, " in train_line  # labels 8..10 of rows 0..29
+    assert "face box/landmarks NULL: 2, " in train_line
+    test_line = next(line for line in out.splitlines() if line.startswith("dropped from test"))
+    assert "face box/landmarks NULL: 1, " in test_line
