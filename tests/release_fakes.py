@@ -35,8 +35,30 @@ RAF_TRAIN = [(f"train_{i + 1:05d}.jpg", i % 7 + 1) for i in range(14)]
 RAF_TEST = [(f"test_{i + 1:04d}.jpg", i % 7 + 1) for i in range(7)]
 
 
+# Five landmarks (eyes, nose tip, mouth corners) and a face box inside the 40x30 fake originals.
+RAF_LANDMARKS = np.array([[14.0, 10.0], [26.0, 10.0], [20.0, 15.0], [15.0, 21.0], [25.0, 21.0]])
+RAF_BOX = (8.0, 3.0, 32.0, 27.0)
+
+
+def write_raf_annotations(root: pathlib.Path, name: str, landmarks, box) -> None:
+    """The release's manual landmarks (5 `x<TAB>y` lines, then gender, race, age) and face
+    box (`x_min y_min x_max y_max`) of one image; None leaves that file out."""
+    stem = name.removesuffix(".jpg")
+    manual = root / "Annotation" / "manual" / f"{stem}_manu_attri.txt"
+    boxes = root / "Annotation" / "boundingbox" / f"{stem}_boundingbox.txt"
+    for folder in (manual.parent, boxes.parent):
+        folder.mkdir(parents=True, exist_ok=True)
+    manual.unlink(missing_ok=True)
+    if landmarks is not None:
+        manual.write_text("".join(f"{x:.2f}\t{y:.2f}\n" for x, y in landmarks) + "1\n0\n2\n")
+    boxes.unlink(missing_ok=True)
+    if box is not None:
+        boxes.write_text(" ".join(f"{value:.1f}" for value in box) + "\n")
+
+
 def make_raf(root: pathlib.Path, lines=None) -> pathlib.Path:
-    """A fake RAF/basic: the label file (as `lines` if given) and every listed image."""
+    """A fake RAF/basic: the label file (as `lines` if given), every listed image (aligned and
+    original) and the originals' annotations."""
     entries = RAF_TRAIN + RAF_TEST
     (root / RAF_LABELS).parent.mkdir(parents=True)
     text = lines if lines is not None else [f"{name} {label}" for name, label in entries]
@@ -45,4 +67,5 @@ def make_raf(root: pathlib.Path, lines=None) -> pathlib.Path:
         stem = name.removesuffix(".jpg")
         write_jpeg(root / "Image" / "aligned" / f"{stem}_aligned.jpg", seed)
         write_jpeg(root / "Image" / "original" / name, seed, size=(40, 30))
+        write_raf_annotations(root, name, RAF_LANDMARKS, RAF_BOX)
     return root

@@ -7,9 +7,21 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
+from ldl_jax import face_align
 from ldl_jax.va_knn import knn_in_va_space
-from tests.release_fakes import RAF_TEST, RAF_TRAIN, knn_of, make_raf, run_main
+from tests.image_checks import distances_to_nearest_blob, draw_dots
+from tests.release_fakes import (
+    RAF_BOX,
+    RAF_LANDMARKS,
+    RAF_TEST,
+    RAF_TRAIN,
+    knn_of,
+    make_raf,
+    run_main,
+    write_raf_annotations,
+)
 from tools import prepare_rafdb
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -36,12 +48,60 @@ def test_rafdb_labels_become_ours_and_paths_are_relative(tmp_path, capsys):
     assert surprise_row.split()[2:] == ["2", "1"]  # train, test
 
 
-def test_rafdb_original_images_keep_their_names(tmp_path, capsys):
+def test_rafdb_original_photos_come_out_aligned_on_the_template(tmp_path, capsys):
+    """Dots at a face's 5 known landmarks in a rotated, scaled photo land within a pixel of
+    the template; a face without landmarks is cut out by its box with the margin."""
     raf = make_raf(tmp_path / "basic")
-    args = ["--root", raf, "--out", tmp_path / "out", "--images", "original"]
-    assert run_main(prepare_rafdb.main, args, capsys)[0] == 0
+    angle = np.deg2rad(-20.0)
+    rotation = 2.5 * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    landmarks = face_align.TEMPLATE_112 @ rotation.T + (120.0, 90.0)
+    photo = draw_dots((480, 520), landmarks, radius=6.0)
+    original = raf / "Image" / "original" / "train_00001.jpg"
+    Image.fromarray(np.dstack([photo] * 3)).save(original, quality=100)
+    write_raf_annotations(raf, "train_00001.jpg", landmarks, RAF_BOX)
+    square = np.zeros((300, 300, 3), np.uint8)
+    square[80:130, 100:150] = 255  # the face box (100, 80)..(150, 130)
+    Image.fromarray(square).save(raf / "Image/original/test_0003.jpg", quality=100)
+    write_raf_annotations(raf, "test_0003.jpg", None, (100.0, 80.0, 150.0, 130.0))
+
+    args = ["--root", raf, "--out", tmp_path / "out", "--images", "original", "--size", "100"]
+    code, out, err = run_main(prepare_rafdb.main, args, capsys)
+    assert code == 0, err
+    images = tmp_path / "out" / "images"
+    assert f"image_dir: {images.resolve()}" in out
     train = pd.read_csv(tmp_path / "out" / "train.csv")
-    assert train["subDirectory_filePath"].tolist() == [name for name, _ in RAF_TRAIN]
+    assert train["subDirectory_filePath"].tolist() == [
+        name.replace(".jpg", ".png") for name, _ in RAF_TRAIN
+    ]
+    assert "aligned on the 5 manual landmarks: 20" in out
+    assert "cropped by the bounding box (no manual landmarks): 1" in out
+    aligned = np.asarray(Image.open(images / "train_00001.png"))
+    assert aligned.shape == (100, 100, 3)
+    distances = distances_to_nearest_blob(aligned[..., 0], face_align.template(100))
+    np.testing.assert_array_less(distances, 1.0)
+    # The 50-pixel box widened by 0.2 of its side each way spans 70 pixels of the 100.
+    white = np.argwhere(np.asarray(Image.open(images / "test_0003.png"))[..., 0] > 127)
+    assert white.min(0).tolist() in ([14, 14], [15, 15])
+    assert white.max(0).tolist() in ([84, 84], [85, 85])
+
+
+def test_rafdb_originals_need_landmarks_or_a_box_that_parse(tmp_path, capsys):
+    raf = make_raf(tmp_path / "basic")
+    write_raf_annotations(raf, "train_00004.jpg", None, None)
+    args = ["--root", raf, "--out", tmp_path / "out", "--images", "original"]
+    code, _, err = run_main(prepare_rafdb.main, args, capsys)
+    assert code == 2
+    assert "train_00004.jpg: neither Annotation/manual/train_00004_manu_attri.txt nor" in err
+    manual = raf / "Annotation" / "manual" / "test_0002_manu_attri.txt"
+    write_raf_annotations(raf, "train_00004.jpg", RAF_LANDMARKS, RAF_BOX)
+    manual.write_text("10\t12\n14 x\n")
+    code, _, err = run_main(prepare_rafdb.main, args, capsys)
+    assert code == 2
+    assert "test_0002_manu_attri.txt: 2 lines, expected at least 5" in err
+    manual.write_text("10\t12\n14 x\n1 2\n3 4\n5 6\n1\n0\n2\n")
+    code, _, err = run_main(prepare_rafdb.main, args, capsys)
+    assert code == 2
+    assert "test_0002_manu_attri.txt:2: '14 x' is not 2 numbers" in err
 
 
 def test_rafdb_va_source_adds_valence_arousal_and_the_knn_column(tmp_path, capsys):

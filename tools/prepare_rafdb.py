@@ -1,7 +1,7 @@
 """Converts the RAF-DB basic release into ldl_jax's train.csv and test.csv.
 
   python tools/prepare_rafdb.py --root=RAF/basic --out=data/raf [--images=aligned|original]
-      [--va_csv=raf_va.csv] [--num_neighbors=20]
+      [--size=100] [--margin=0.2] [--va_csv=raf_va.csv] [--num_neighbors=20]
 
 Reads EmoLabel/list_patition_label.txt (lines `train_00001.jpg 5`, `test_0001.jpg 1`) and
 finds each image under Image/aligned (`train_00001_aligned.jpg`, the default) or
@@ -10,6 +10,20 @@ Image/original (`train_00001.jpg`). RAF-DB's labels 1 Surprise, 2 Fear, 3 Disgus
 Writes OUT/train.csv and OUT/test.csv with `subDirectory_filePath` (relative to the image
 folder, which is printed: pass it as --config.data.image_dir) and `expression`, and prints
 the images per split and class.
+
+--images=original aligns each face the way RAF-DB's aligned set was made, from the release's
+annotations, into OUT/images/<name>.png (--size pixels square, 100 like the aligned set):
+- Annotation/manual/<name>_manu_attri.txt: the 5 manual landmarks, one `x<TAB>y` line each
+  (left eye, right eye, nose tip, left mouth corner, right mouth corner, as seen in the
+  image), then three lines of gender, race and age, which are not used. The landmarks are
+  moved onto ldl_jax.face_align's template by a similarity transform (`align_face`).
+- Annotation/boundingbox/<name>_boundingbox.txt: one line `x_min y_min x_max y_max`. Where an
+  image has no manual landmarks its box is cut out square, widened by --margin of its longer
+  side on each side (`crop_box`).
+- Annotation/auto/<name>_auto_attri.txt (37 automatic landmarks) is not read: the 5 manual
+  points are what the aligned set was made from.
+These names and formats are those public RAF-DB loaders read (checked against several); an
+image with neither file, or a file that does not parse, is refused naming it.
 
 RAF-DB has no valence/arousal, so its train.csv cannot train LDLVA until they are added.
 With --va_csv (columns `subDirectory_filePath` or `name`, `valence`, `arousal`; one row per
@@ -24,12 +38,14 @@ image listed twice or a listed image that is missing; nothing is written then.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 # Run as a plain script the interpreter puts tools/ on sys.path, not the repository root.
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -37,10 +53,13 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from tools.build_knn import add_knn_column  # noqa: E402
+from ldl_jax import face_align  # noqa: E402
 from tools.release_common import (  # noqa: E402
     ReleaseError,
     build_parser,
     count_table,
+    default_workers,
+    ordered_map,
     progress,
     write_csv,
 )
@@ -50,6 +69,10 @@ RAF_TO_OURS = {1: 3, 2: 4, 3: 5, 4: 1, 5: 2, 6: 6, 7: 0}
 LABEL_FILE = Path("EmoLabel") / "list_patition_label.txt"
 IMAGE_FOLDERS = {"aligned": Path("Image") / "aligned", "original": Path("Image") / "original"}
 SPLITS = ("train", "test")
+MANUAL_LANDMARKS = Path("Annotation") / "manual"  # <name>_manu_attri.txt
+BOUNDING_BOXES = Path("Annotation") / "boundingbox"  # <name>_boundingbox.txt
+ALIGNED_BY_LANDMARKS = "aligned on the 5 manual landmarks"
+CROPPED_BY_BOX = "cropped by the bounding box (no manual landmarks)"
 _NAME = re.compile(r"(train|test)_\d+\.jpg")
 _INTEGER = re.compile(r"[+-]?\d+")
 _MISSING_SHOWN = 5
@@ -204,27 +227,122 @@ def attach_va(train: pd.DataFrame, va: dict, va_path: Path, num_neighbors: int) 
     return add_knn_column(train, num_neighbors, "train.csv")
 
 
+def read_numbers(path: Path, lines: int, per_line: int) -> np.ndarray | None:
+    """The first `lines` lines of `path` as (lines, per_line) floats; None if there is no file.
+
+    Raises:
+      ReleaseError: `path:line: ...` on a short file or a line that is not `per_line` numbers.
+    """
+    try:
+        text = path.read_text().splitlines()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ReleaseError(f"{path}: cannot read ({error})") from None
+    if len(text) < lines:
+        raise ReleaseError(f"{path}: {len(text)} lines, expected at least {lines}")
+    rows = []
+    for number, line in enumerate(text[:lines], 1):
+        fields = line.split()
+        try:
+            values = [float(field) for field in fields]
+        except ValueError:
+            values = []
+        if len(values) != per_line or not np.isfinite(values).all():
+            raise ReleaseError(f"{path}:{number}: {line.strip()!r} is not {per_line} numbers")
+        rows.append(values)
+    return np.array(rows)
+
+
+def align_original(root: Path, name: str, size: int, margin: float, target: Path) -> str:
+    """Writes the aligned face of one original image to `target`; returns how it was framed.
+
+    Raises:
+      ReleaseError: the image does not decode, or it has neither landmarks nor a box.
+    """
+    stem = Path(name).stem
+    source = root / IMAGE_FOLDERS["original"] / name
+    try:
+        with Image.open(source) as image:
+            pixels = np.asarray(image.convert("RGB"))
+    except OSError as error:
+        raise ReleaseError(f"{source}: cannot decode the image ({error})") from None
+    landmarks = read_numbers(root / MANUAL_LANDMARKS / f"{stem}_manu_attri.txt", 5, 2)
+    if landmarks is not None:
+        face, how = face_align.align_face(pixels, landmarks, size), ALIGNED_BY_LANDMARKS
+    else:
+        box_path = root / BOUNDING_BOXES / f"{stem}_boundingbox.txt"
+        corners = read_numbers(box_path, 1, 4)
+        if corners is None:
+            raise ReleaseError(
+                f"{source}: neither {MANUAL_LANDMARKS / f'{stem}_manu_attri.txt'} nor "
+                f"{BOUNDING_BOXES / f'{stem}_boundingbox.txt'} exists under {root}"
+            )
+        x_min, y_min, x_max, y_max = corners[0]
+        if x_max <= x_min or y_max <= y_min:
+            raise ReleaseError(f"{box_path}:1: box {corners[0].tolist()} has no area")
+        box = (x_min, y_min, x_max - x_min, y_max - y_min)
+        face, how = face_align.crop_box(pixels, box, size, margin), CROPPED_BY_BOX
+    Image.fromarray(face).save(target)
+    return how
+
+
+def align_originals(
+    entries: list[Entry], root: Path, out_dir: Path, size: int, margin: float, workers: int
+) -> dict[str, int]:
+    """Aligns every listed original image into out_dir/<name>.png; returns the count per way
+    it was framed."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    def align(entry: Entry) -> str:
+        target = out_dir / aligned_file_name(entry.name)
+        return align_original(root, entry.name, size, margin, target)
+
+    framed = progress(ordered_map(align, entries, workers), len(entries), "aligning faces")
+    hows = list(framed)
+    return {how: hows.count(how) for how in (ALIGNED_BY_LANDMARKS, CROPPED_BY_BOX)}
+
+
+def aligned_file_name(name: str) -> str:
+    """The file --images=original writes for a listed image: train_00001.jpg -> .png."""
+    return f"{Path(name).stem}.png"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser(__doc__)
     parser.add_argument("--root", required=True, help="The release's basic/ folder.")
     parser.add_argument("--out", required=True, help="Folder for train.csv and test.csv.")
-    parser.add_argument("--images", choices=tuple(IMAGE_FOLDERS), default="aligned")
+    parser.add_argument(
+        "--images",
+        choices=tuple(IMAGE_FOLDERS),
+        default="aligned",
+        help="The release's aligned faces, or the original photos aligned here.",
+    )
+    parser.add_argument("--size", type=int, default=100, help="Side of the faces aligned here.")
+    parser.add_argument(
+        "--margin", type=float, default=0.2, help="Box crops: margin per side (of the side)."
+    )
+    parser.add_argument("--workers", type=int, default=default_workers(), help="Align threads.")
     parser.add_argument("--va_csv", help="Valence/arousal per training image (optional).")
     parser.add_argument("--num_neighbors", type=int, default=20, help="kNN list length.")
     args = parser.parse_args(argv)
     root = Path(args.root)
     label_path = root / LABEL_FILE
     image_dir = root / IMAGE_FOLDERS[args.images]
+    out = Path(args.out)
     try:
         entries = read_label_file(label_path)
         if not image_dir.is_dir():
             raise ReleaseError(f"{image_dir}: no such image folder")
         check_images(entries, label_path, image_dir, args.images)
+        file_name = functools.partial(image_file_name, images=args.images)
+        if args.images == "original":
+            file_name = aligned_file_name
         frames = {
             split: pd.DataFrame(
                 {
                     "subDirectory_filePath": [
-                        image_file_name(e.name, args.images) for e in entries if e.split == split
+                        file_name(e.name) for e in entries if e.split == split
                     ],
                     "expression": [e.label for e in entries if e.split == split],
                 }
@@ -239,13 +357,20 @@ def main(argv: list[str] | None = None) -> None:
             frames["train"] = attach_va(
                 frames["train"], read_va_csv(va_path), va_path, args.num_neighbors
             )
+        framed = {}
+        if args.images == "original":
+            image_dir = out / "images"
+            framed = align_originals(
+                entries, root, image_dir, args.size, args.margin, args.workers
+            )
     except ValueError as error:
         parser.error(str(error))
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for split, frame in frames.items():
         write_csv(frame, out / f"{split}.csv")
     print(count_table({s: f["expression"].to_numpy() for s, f in frames.items()}, 7))
+    for how, count in framed.items():
+        print(f"{how}: {count}")
     print(f"wrote {out / 'train.csv'} and {out / 'test.csv'}")
     print(f"image_dir: {image_dir.resolve()}  (--config.data.image_dir)")
     if not args.va_csv:
