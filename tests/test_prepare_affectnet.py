@@ -11,7 +11,6 @@ from ldl_jax.va_knn import knn_in_va_space
 from tests.release_fakes import knn_of, run_main, write_jpeg
 from tools import prepare_affectnet
 
-
 AFFECTNET_HEADER = (
     "subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,"
     "expression,valence,arousal"
@@ -293,9 +292,7 @@ def spoil_images(root: pathlib.Path, train_rows) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("crop", [False, True])
-def test_affectnet_lists_undecodable_images_in_skipped_csv_and_keeps_going(
-    tmp_path, capsys, crop
-):
+def test_affectnet_lists_undecodable_images_in_skipped_csv_and_keeps_going(tmp_path, capsys, crop):
     train_rows, test_rows = affectnet_rows(30, 0), affectnet_rows(22, 1)
     root = make_affectnet_csv(tmp_path / "A", train_rows, test_rows)
     bad = spoil_images(root, train_rows)

@@ -431,9 +431,7 @@ def main(argv: list[str] | None = None) -> None:
         crop_dir = out / "images" if args.crop else None
         dropped, frames, skipped = {}, {}, {}
         for name, split in splits.items():
-            kept, dropped[name], skipped[name] = usable_rows(
-                split, name, args, image_dir, crop_dir
-            )
+            kept, dropped[name], skipped[name] = usable_rows(split, name, args, image_dir, crop_dir)
             frames[name] = table(split, kept)
         frames["train"] = add_knn_column(frames["train"], args.num_neighbors, "train.csv")
         if crop_dir is not None:

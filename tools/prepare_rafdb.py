@@ -52,8 +52,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from tools.build_knn import add_knn_column  # noqa: E402
 from ldl_jax import face_align  # noqa: E402
+from tools.build_knn import add_knn_column  # noqa: E402
 from tools.release_common import (  # noqa: E402
     ReleaseError,
     build_parser,
@@ -360,9 +360,7 @@ def main(argv: list[str] | None = None) -> None:
         framed = {}
         if args.images == "original":
             image_dir = out / "images"
-            framed = align_originals(
-                entries, root, image_dir, args.size, args.margin, args.workers
-            )
+            framed = align_originals(entries, root, image_dir, args.size, args.margin, args.workers)
     except ValueError as error:
         parser.error(str(error))
     out.mkdir(parents=True, exist_ok=True)
