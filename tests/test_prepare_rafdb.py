@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from ldl_jax import face_align
+from ldl_jax.data import tables
 from ldl_jax.va_knn import knn_in_va_space
 from tests.image_checks import distances_to_nearest_blob, draw_dots
 from tests.release_fakes import (
@@ -204,3 +205,56 @@ def test_rafdb_cli_help_and_an_error_from_a_subprocess(tmp_path):
     )
     assert failed.returncode == 2
     assert "list_patition_label.txt:5: unknown label 0 for train_00005.jpg" in failed.stderr
+
+
+def raf_votes(label: int, seed: int) -> np.ndarray:
+    """Seven shares in RAF-DB's order (1 Surprise .. 7 Neutral), most on `label` (1..7)."""
+    shares = np.random.default_rng(seed).integers(0, 5, 7).astype(float)
+    shares[label - 1] = 30
+    return np.round(shares / shares.sum(), 4)
+
+
+def test_rafdb_crowd_distributions_become_a_column_in_our_class_order(tmp_path, capsys):
+    raf = make_raf(tmp_path / "basic")
+    entries = RAF_TRAIN + RAF_TEST
+    votes = {name: raf_votes(label, seed) for seed, (name, label) in enumerate(entries)}
+    votes["test_0002.jpg"] = np.array([0.7, 0.1, 0.0, 0.2, 0.0, 0.0, 0.0])  # its label is 2
+    lines = [
+        f"{name} " + " ".join(f"{v:.4f}" for v in shares) + " " for name, shares in votes.items()
+    ]
+    (raf / "EmoLabel" / "distribution_basic.txt").write_text("\n".join(lines) + "\n")
+    code, out, err = run_main(prepare_rafdb.main, ["--root", raf, "--out", tmp_path / "o"], capsys)
+    assert code == 0, err
+    assert "its most voted class is the label on 20 of 21 images" in out
+    test = pd.read_csv(tmp_path / "o" / "test.csv")
+    # RAF 1 Surprise -> 3, 2 Fear -> 4, 4 Happiness -> 1.
+    assert (
+        test["distribution"][1] == "0.000000;0.200000;0.000000;0.700000;0.100000;0.000000;0.000000"
+    )
+    train = pd.read_csv(tmp_path / "o" / "train.csv")
+    mapped = np.array([[float(v) for v in text.split(";")] for text in train["distribution"]])
+    raf_order = np.array([votes[name] for name, _ in RAF_TRAIN])
+    np.testing.assert_allclose(
+        mapped[:, [3, 4, 5, 1, 2, 6, 0]], raf_order / raf_order.sum(1, keepdims=True), atol=1e-6
+    )
+    table = tables.read_eval_table(
+        tmp_path / "o" / "test.csv", raf / "Image" / "aligned", num_classes=7
+    )
+    np.testing.assert_allclose(table.distributions[1], [0, 0.2, 0, 0.7, 0.1, 0, 0])
+
+
+def test_rafdb_refuses_a_bad_distribution_line_or_a_missing_image(tmp_path, capsys):
+    raf = make_raf(tmp_path / "basic")
+    names = [name for name, _ in RAF_TRAIN + RAF_TEST]
+    path = raf / "EmoLabel" / "distribution_basic.txt"
+    lines = [f"{name} 0.5 0.5 0 0 0 0 0" for name in names]
+    path.write_text("\n".join([*lines[:3], "train_00004.jpg 0.5 0.5 0 0 0 0", *lines[4:]]) + "\n")
+    args = ["--root", raf, "--out", tmp_path / "o"]
+    code, _, err = run_main(prepare_rafdb.main, args, capsys)
+    assert code == 2
+    assert "distribution_basic.txt:4: malformed line 'train_00004.jpg 0.5 0.5 0 0 0 0'" in err
+    path.write_text("\n".join(lines[:5] + lines[6:]) + "\n")
+    code, _, err = run_main(prepare_rafdb.main, args, capsys)
+    assert code == 2
+    assert "no distribution for 1 of 21 listed images, first: train_00006.jpg" in err
+    assert not (tmp_path / "o").exists()

@@ -25,6 +25,12 @@ annotations, into OUT/images/<name>.png (--size pixels square, 100 like the alig
 These names and formats are those public RAF-DB loaders read (checked against several); an
 image with neither file, or a file that does not parse, is refused naming it.
 
+EmoLabel/distribution_basic.txt, where present, gives each image's crowd label distribution:
+lines `train_00001.jpg 0.0294 0.0 ... 0.8824` with 7 shares of about 40 annotators' votes, in
+RAF-DB's label order (1 Surprise .. 7 Neutral; the most voted class is the label, which the
+tool counts and prints). Both CSVs then get a `distribution` column: the 7 shares in ldl_jax's
+class order, rescaled to sum to 1, ';'-joined. Evaluation reports the LDL measures against it.
+
 RAF-DB has no valence/arousal, so its train.csv cannot train LDLVA until they are added.
 With --va_csv (columns `subDirectory_filePath` or `name`, `valence`, `arousal`; one row per
 training image, matched by image name with or without `_aligned` and extension), train.csv
@@ -67,6 +73,7 @@ from tools.release_common import (  # noqa: E402
 # RAF-DB label (1..7) -> ldl_jax label (docs/METHOD.md §1).
 RAF_TO_OURS = {1: 3, 2: 4, 3: 5, 4: 1, 5: 2, 6: 6, 7: 0}
 LABEL_FILE = Path("EmoLabel") / "list_patition_label.txt"
+DISTRIBUTION_FILE = Path("EmoLabel") / "distribution_basic.txt"
 IMAGE_FOLDERS = {"aligned": Path("Image") / "aligned", "original": Path("Image") / "original"}
 SPLITS = ("train", "test")
 MANUAL_LANDMARKS = Path("Annotation") / "manual"  # <name>_manu_attri.txt
@@ -161,6 +168,75 @@ def check_images(entries: list[Entry], label_path: Path, image_dir: Path, images
             f"{label_path}:{missing[0].line}: listed image is missing "
             f"({len(missing)} of {len(entries)} listed images are missing): {shown}"
         )
+
+
+def read_distributions(path: Path) -> dict[str, np.ndarray] | None:
+    """Parses distribution_basic.txt into {image name: (7,) shares in ldl_jax's order, summing
+    to 1}; None if there is no such file.
+
+    Raises:
+      ReleaseError: `path:line: ...` on a malformed line or an image listed twice.
+    """
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        raise ReleaseError(f"{path}: cannot read ({error})") from error
+    ours = [RAF_TO_OURS[label] for label in sorted(RAF_TO_OURS)]  # RAF-DB column -> our class
+    distributions, first_line = {}, {}
+    for number, line in enumerate(text.splitlines(), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        where = f"{path}:{number}"
+        try:
+            shares = np.array([float(field) for field in fields[1:]])
+        except ValueError:
+            shares = np.array([])
+        if (
+            not _NAME.fullmatch(fields[0])
+            or len(shares) != len(ours)
+            or not np.isfinite(shares).all()
+            or (shares < 0).any()
+            or shares.sum() <= 0
+        ):
+            raise ReleaseError(
+                f"{where}: malformed line {line.strip()!r}: expected `<image name>` and "
+                f"{len(ours)} non-negative shares that do not all vanish"
+            )
+        if fields[0] in first_line:
+            raise ReleaseError(
+                f"{where}: {fields[0]} is listed twice (first at line {first_line[fields[0]]})"
+            )
+        first_line[fields[0]] = number
+        distribution = np.zeros(len(ours))
+        distribution[ours] = shares / shares.sum()
+        distributions[fields[0]] = distribution
+    return distributions
+
+
+def add_distributions(
+    frames: dict[str, pd.DataFrame], entries: list[Entry], distributions: dict, path: Path
+) -> int:
+    """Adds the `distribution` column to each split's frame (rows in `entries` order); returns
+    on how many images the most voted class is the label.
+
+    Raises:
+      ReleaseError: a listed image has no distribution.
+    """
+    absent = [entry.name for entry in entries if entry.name not in distributions]
+    if absent:
+        raise ReleaseError(
+            f"{path}: no distribution for {len(absent)} of {len(entries)} listed images, "
+            f"first: {', '.join(absent[:_MISSING_SHOWN])}"
+        )
+    for split, frame in frames.items():
+        names = [entry.name for entry in entries if entry.split == split]
+        frame["distribution"] = [
+            ";".join(f"{share:.6f}" for share in distributions[name]) for name in names
+        ]
+    return sum(int(np.argmax(distributions[entry.name])) == entry.label for entry in entries)
 
 
 def image_key(name: str) -> str:
@@ -357,6 +433,10 @@ def main(argv: list[str] | None = None) -> None:
             frames["train"] = attach_va(
                 frames["train"], read_va_csv(va_path), va_path, args.num_neighbors
             )
+        distributions = read_distributions(root / DISTRIBUTION_FILE)
+        agreeing = None
+        if distributions is not None:
+            agreeing = add_distributions(frames, entries, distributions, root / DISTRIBUTION_FILE)
         framed = {}
         if args.images == "original":
             image_dir = out / "images"
@@ -369,6 +449,13 @@ def main(argv: list[str] | None = None) -> None:
     print(count_table({s: f["expression"].to_numpy() for s, f in frames.items()}, 7))
     for how, count in framed.items():
         print(f"{how}: {count}")
+    if agreeing is None:
+        print(f"no {DISTRIBUTION_FILE}: the CSVs have no distribution column")
+    else:
+        print(
+            f"distribution column from {DISTRIBUTION_FILE}: its most voted class is the label "
+            f"on {agreeing} of {len(entries)} images"
+        )
     print(f"wrote {out / 'train.csv'} and {out / 'test.csv'}")
     print(f"image_dir: {image_dir.resolve()}  (--config.data.image_dir)")
     if not args.va_csv:
