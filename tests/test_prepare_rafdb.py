@@ -258,3 +258,29 @@ def test_rafdb_refuses_a_bad_distribution_line_or_a_missing_image(tmp_path, caps
     assert code == 2
     assert "no distribution for 1 of 21 listed images, first: train_00006.jpg" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_rafdb_va_csv_takes_the_reference_repositorys_published_csv(tmp_path, capsys):
+    """The reference publishes RAF-DB's pseudo valence/arousal with its own neighbour lists in
+    its training CSV, columns subDirectory_filePath (aligned file names), expression (ldl_jax's
+    order), valence, arousal, knn: the VA is taken, the knn recomputed from it."""
+    raf = make_raf(tmp_path / "basic")
+    rng = np.random.default_rng(1)
+    va = rng.uniform(-1, 1, (len(RAF_TRAIN), 2))
+    ours = {1: 3, 2: 4, 3: 5, 4: 1, 5: 2, 6: 6, 7: 0}
+    reference = pd.DataFrame(
+        {
+            "subDirectory_filePath": [n.replace(".jpg", "_aligned.jpg") for n, _ in RAF_TRAIN],
+            "expression": [ours[label] for _, label in RAF_TRAIN],
+            "valence": va[:, 0],
+            "arousal": va[:, 1],
+            "knn": [";".join(str((i + s) % len(RAF_TRAIN)) for s in (1, 2, 3)) for i in range(14)],
+        }
+    )
+    reference.to_csv(tmp_path / "raf_train.csv", index=False)
+    args = ["--root", raf, "--out", tmp_path / "o", "--va_csv", tmp_path / "raf_train.csv"]
+    code, _, err = run_main(prepare_rafdb.main, [*args, "--num_neighbors", "3"], capsys)
+    assert code == 0, err
+    train = pd.read_csv(tmp_path / "o" / "train.csv")
+    np.testing.assert_allclose(train[["valence", "arousal"]].to_numpy(), va, rtol=1e-12)
+    np.testing.assert_array_equal(knn_of(train), knn_in_va_space(va, 3))

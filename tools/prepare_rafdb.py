@@ -35,7 +35,9 @@ RAF-DB has no valence/arousal, so its train.csv cannot train LDLVA until they ar
 With --va_csv (columns `subDirectory_filePath` or `name`, `valence`, `arousal`; one row per
 training image, matched by image name with or without `_aligned` and extension), train.csv
 also gets `valence`, `arousal` and the `knn` column: the --num_neighbors nearest training
-rows in VA space (exact L1, self excluded, nearest first, ties by row index).
+rows in VA space (exact L1, self excluded, nearest first, ties by row index). The reference
+repository's published RAF-DB training CSV (subDirectory_filePath, expression, valence,
+arousal, knn) is such a file; its own knn column is not used.
 
 The label file is refused, naming file:line, on a malformed line, a label outside 1..7, an
 image listed twice or a listed image that is missing; nothing is written then.
