@@ -1,7 +1,8 @@
 """Evaluation over a whole data set: padded, masked batches and metrics from the confusion.
 
 Every image counts exactly once (docs/METHOD.md §5); the metrics derive from the summed
-confusion matrix.
+confusion matrix. A set with crowd label distributions (a `distribution` column) also gets the
+six LDL measures between them and the predicted distributions (`ldl_jax.ldl_measures`).
 """
 
 from collections.abc import Callable, Iterable
@@ -9,6 +10,8 @@ from typing import Any
 
 import jax
 import numpy as np
+
+from ldl_jax import inference, ldl_measures
 
 
 def metrics_from_confusion(confusion: np.ndarray, prob_sum: np.ndarray) -> dict[str, Any]:
@@ -46,6 +49,26 @@ def evaluate(
         raise ValueError("evaluation got no batches")
     totals = jax.device_get(jax.tree.map(lambda *xs: sum(xs[1:], xs[0]), *counts))
     return metrics_from_confusion(totals["confusion"], totals["prob_sum"])
+
+
+def compile_probabilities(model) -> Callable:
+    """`probabilities(variables, uint8 images) -> (n, C)` softmax of the eval-mode logits, the
+    distributions the eval step's `prob_sum` adds up, one per image; compiled once."""
+
+    def probabilities(variables, images):
+        _, logits = model.apply(variables, images, method="classify")
+        return jax.nn.softmax(logits)
+
+    return jax.jit(probabilities)
+
+
+def distribution_measures(
+    probabilities: Callable, variables, images: np.ndarray, crowd: np.ndarray, batch_size: int
+) -> dict[str, float]:
+    """The mean of each LDL measure between the (N, C) `crowd` distributions and the model's
+    predictions for the N `images` (a second pass over the set, in padded batches)."""
+    predicted = inference.predict_in_batches(probabilities, variables, images, batch_size)
+    return ldl_measures.mean_measures(crowd, predicted)
 
 
 def plot_confusion(confusion, class_names, title: str, path) -> None:

@@ -14,12 +14,14 @@ The files follow the reference repository's layout::
     out_dir/images/train/00000.jpg ...
     out_dir/images/test/00000.jpg ...
     out_dir/images/val/00000.jpg ...   (only when num_val > 0)
-    out_dir/train.csv   subDirectory_filePath, expression, valence, arousal, knn
-    out_dir/test.csv    subDirectory_filePath, expression, valence, arousal
+    out_dir/train.csv   subDirectory_filePath, expression, valence, arousal, knn, distribution
+    out_dir/test.csv    subDirectory_filePath, expression, valence, arousal, distribution
     out_dir/val.csv     same columns as test.csv
 
 ``knn`` lists the ``num_neighbors`` nearest other training rows in VA space
 (L1 distance on the values as written, nearest first, ties by row index).
+``distribution`` is a crowd's label distribution, as RAF-DB ships one per image
+(see ``crowd_distribution``), so that evaluation reports the LDL measures.
 Everything is a pure function of the seed: each sample draws from its own
 random generator keyed by (seed, split, index). This module samples labels, valence/arousal
 and expression parameters and writes the files; `ldl_jax.synthetic_faces` draws the faces.
@@ -258,6 +260,7 @@ def _write_split(
         knn = knn_in_va_space(va_as_written, num_neighbors)
         for row, neighbours in zip(rows, format_knn_column(knn), strict=True):
             row.append(neighbours)
+    _add_distribution_column(header, rows)
     _write_csv(root / f"{split}.csv", header, rows)
     return np.bincount(labels, minlength=NUM_CLASSES).tolist()
 
@@ -337,3 +340,26 @@ def _nearby_other_class(rng: np.random.Generator, label: int) -> int:
     weights = np.exp(-distances / _BLEND_TEMPERATURE)
     weights[label] = 0.0
     return int(rng.choice(NUM_CLASSES, p=weights / weights.sum()))
+
+
+# Share of the synthetic crowd's votes that go to the sample's own label; the rest spread over
+# the classes by closeness in VA space (the neighbourhood the blended expressions come from).
+_CROWD_AGREEMENT = 0.6
+
+
+def crowd_distribution(label: int, valence: float, arousal: float) -> np.ndarray:
+    """The (C,) label distribution a crowd of annotators would give a sample: a pure function of
+    its label and written valence/arousal, so no random stream is drawn from."""
+    distances = np.abs(_VA_CENTERS - [valence, arousal]).sum(axis=1)
+    closeness = np.exp(-distances / _BLEND_TEMPERATURE)
+    votes = (1.0 - _CROWD_AGREEMENT) * closeness / closeness.sum()
+    votes[label] += _CROWD_AGREEMENT
+    return votes
+
+
+def _add_distribution_column(header: list[str], rows: list[list[str]]) -> None:
+    """Appends each row's `crowd_distribution` (';'-joined, 6 decimals) as the last column."""
+    header.append("distribution")
+    for row in rows:
+        votes = crowd_distribution(int(row[1]), float(row[2]), float(row[3]))
+        row.append(";".join(f"{vote:.6f}" for vote in votes))

@@ -31,11 +31,20 @@ EVAL_RESULTS_FILE = "eval_results.json"
 RECENT_EVALS = 5  # docs/METHOD.md §5: report the mean of the last 5 validation evaluations
 
 
-def _evaluate_set(config, parallelism, eval_step, variables, eval_set) -> dict[str, Any]:
+def _evaluate_set(
+    config, parallelism, eval_step, probabilities, variables, eval_set
+) -> dict[str, Any]:
     """Evaluates one `data.EvalSet` with {'params', 'batch_stats'} = `variables`; each process
-    feeds its slice of every padded global batch."""
+    feeds its slice of every padded global batch. A set with crowd distributions also gets
+    `ldl_measures` (`evaluation.distribution_measures` with `probabilities`)."""
     placed = (parallelism.place_batch(b) for b in eval_set.batches(config.eval_batch_size))
-    return evaluation.evaluate(eval_step, variables["params"], variables["batch_stats"], placed)
+    metrics = evaluation.evaluate(eval_step, variables["params"], variables["batch_stats"], placed)
+    crowd = eval_set.table.distributions
+    if crowd is not None:
+        metrics["ldl_measures"] = evaluation.distribution_measures(
+            probabilities, variables, eval_set.images, crowd, config.eval_batch_size
+        )
+    return metrics
 
 
 def _variables(state) -> dict:
@@ -50,13 +59,13 @@ def _write_json(path: pathlib.Path, value) -> None:
 
 
 def _write_eval_scalars(writer, step: int, name: str, metrics: dict[str, Any]) -> None:
-    writer.write_scalars(
-        step,
-        {
-            f"{name}/accuracy": metrics["accuracy"],
-            f"{name}/balanced_accuracy": metrics["balanced_accuracy"],
-        },
-    )
+    scalars = {
+        f"{name}/accuracy": metrics["accuracy"],
+        f"{name}/balanced_accuracy": metrics["balanced_accuracy"],
+    }
+    for measure, value in metrics.get("ldl_measures", {}).items():
+        scalars[f"{name}/ldl/{measure}"] = value
+    writer.write_scalars(step, scalars)
 
 
 class _MetricBuffer:
@@ -151,6 +160,7 @@ def train_and_evaluate(config, workdir) -> dict[str, Any]:
         input_images=feed.input_images,
     )
     eval_step = parallelism.compile_eval_step(model, config.num_classes)
+    probabilities = evaluation.compile_probabilities(model)
 
     start_step = int(state.step)
     state = parallelism.place_state(state)
@@ -183,7 +193,12 @@ def train_and_evaluate(config, workdir) -> dict[str, Any]:
         if "val" in eval_sets and (step % config.val_interval == 0 or is_last):
             host_state = synced_host_state()
             val = _evaluate_set(
-                config, parallelism, eval_step, _variables(host_state), eval_sets["val"]
+                config,
+                parallelism,
+                eval_step,
+                probabilities,
+                _variables(host_state),
+                eval_sets["val"],
             )
             results["val"] = {**val, "step": step}
             _write_eval_scalars(writer, step, "val", val)
@@ -204,7 +219,7 @@ def train_and_evaluate(config, workdir) -> dict[str, Any]:
         if results.get(name, {}).get("step") == step:
             continue  # evaluated at this very step in the loop
         results[name] = _evaluate_set(
-            config, parallelism, eval_step, _variables(host_state), eval_set
+            config, parallelism, eval_step, probabilities, _variables(host_state), eval_set
         )
         results[name]["step"] = int(host_state.step)
         _write_eval_scalars(writer, int(host_state.step), name, results[name])
@@ -239,6 +254,7 @@ def evaluate_checkpoint(config, workdir, checkpoint: str = "latest") -> dict[str
     restored = inference.restore_variables(data.resolve(workdir), config, checkpoint)
     parallelism = parallel.create(config)
     eval_step = parallelism.compile_eval_step(restored.model, config.num_classes)
+    probabilities = evaluation.compile_probabilities(restored.model)
 
     def plot_confusion(name, metrics, out):
         evaluation.plot_confusion(
@@ -254,7 +270,7 @@ def evaluate_checkpoint(config, workdir, checkpoint: str = "latest") -> dict[str
         restored,
         eval_sets,
         lambda eval_set: _evaluate_set(
-            config, parallelism, eval_step, restored.variables, eval_set
+            config, parallelism, eval_step, probabilities, restored.variables, eval_set
         ),
         _write_eval_scalars,
         plot_confusion,

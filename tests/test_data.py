@@ -143,6 +143,45 @@ def test_read_eval_table_parses_a_valid_csv(dataset):
     np.testing.assert_array_equal(table.labels, np.arange(NUM_ROWS) % NUM_CLASSES)
 
 
+def _eval_columns_with_distributions():
+    columns = {key: _columns()[key] for key in tables.EVAL_COLUMNS}
+    columns["distribution"] = ["0.5;0.25;0.25"] * NUM_ROWS
+    columns["distribution"][3] = "0.333;0.333;0.333"  # rounded: rescaled to sum to 1
+    return columns
+
+
+def test_read_eval_table_reads_crowd_distributions(dataset):
+    write_csv, image_dir, _ = dataset
+    columns = _eval_columns_with_distributions()
+    table = tables.read_eval_table(write_csv(columns), image_dir, num_classes=NUM_CLASSES)
+    assert table.distributions.shape == (NUM_ROWS, NUM_CLASSES)
+    np.testing.assert_allclose(table.distributions[0], [0.5, 0.25, 0.25])
+    np.testing.assert_allclose(table.distributions[3], [1 / 3] * 3)
+    del columns["distribution"]
+    without = tables.read_eval_table(write_csv(columns), image_dir, num_classes=NUM_CLASSES)
+    assert without.distributions is None
+
+
+BAD_DISTRIBUTIONS = {
+    "too_few": ("0.5;0.5", "has 2 values, expected 3 (one per class)"),
+    "not_a_number": ("0.5;x;0.5", "is not 3 ';'-joined numbers"),
+    "comma_joined": ("0.5,0.25,0.25", "has 1 values, expected 3"),
+    "negative": ("1.2;-0.2;0", "has a negative value"),
+    "sum_not_one": ("0.5;0.5;0.5", "sums to 1.5, not 1"),
+}
+
+
+@pytest.mark.parametrize("value,problem", BAD_DISTRIBUTIONS.values(), ids=BAD_DISTRIBUTIONS.keys())
+def test_bad_distribution_names_file_row_and_column(dataset, value, problem):
+    write_csv, image_dir, _ = dataset
+    csv_path = write_csv(_eval_columns_with_distributions(), "test.csv", distribution=(7, value))
+    with pytest.raises(tables.DataError) as error:
+        tables.read_eval_table(csv_path, image_dir, num_classes=NUM_CLASSES)
+    message = str(error.value)
+    assert f"{csv_path}, line 9 (row index 7), column 'distribution'" in message
+    assert problem in message
+
+
 BAD_CELLS = {
     "expression_not_int": ("expression", 4, "happy", "not an integer"),
     "expression_float": ("expression", 4, "1.5", "not an integer"),

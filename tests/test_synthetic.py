@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import subprocess
 import sys
 from pathlib import Path
@@ -93,7 +94,14 @@ def test_different_seeds_differ(dataset: Path, tmp_path: Path) -> None:
 def test_training_csv_columns_and_values(dataset: Path) -> None:
     columns, rows = read_rows(dataset / "train.csv")
 
-    assert columns == ["subDirectory_filePath", "expression", "valence", "arousal", "knn"]
+    assert columns == [
+        "subDirectory_filePath",
+        "expression",
+        "valence",
+        "arousal",
+        "knn",
+        "distribution",
+    ]
     assert [row["subDirectory_filePath"] for row in rows] == [
         f"train/{index:05d}.jpg" for index in range(len(rows))
     ]
@@ -109,7 +117,7 @@ def test_training_csv_columns_and_values(dataset: Path) -> None:
 def test_evaluation_csv_columns(dataset: Path, split: str) -> None:
     columns, rows = read_rows(dataset / f"{split}.csv")
 
-    assert columns == ["subDirectory_filePath", "expression", "valence", "arousal"]
+    assert columns == ["subDirectory_filePath", "expression", "valence", "arousal", "distribution"]
     assert rows[0]["subDirectory_filePath"] == f"{split}/00000.jpg"
     assert len(rows) == SMALL[f"num_{split}"]
 
@@ -123,6 +131,43 @@ def test_knn_column_is_exact_l1_ranking_of_written_values(dataset: Path) -> None
     assert knn.min() >= 0 and knn.max() < len(rows)
     assert not np.any(knn == np.arange(len(rows))[:, None])
     np.testing.assert_array_equal(knn, brute_force_knn(va, SMALL["num_neighbors"]))
+
+
+# SHA-256 of a tiny set (seed 0: 5 train, 2 test, 2 val images at 16 px, 2 neighbours) as the
+# generator wrote it before the distribution column: its images and other columns must not move.
+TINY = {"num_train": 5, "num_test": 2, "num_val": 2, "image_size": 16, "num_neighbors": 2}
+TINY_DIGESTS = {
+    "images": "2ae5a99a69de58db323916e6d49a827b7ada1afdd92241885b982cdb69143225",
+    "train": "56f28a7f046684983f8dfcc492792cc0a6a1e1d3f868529fb7db3b5704ed09ef",
+    "test": "851e5a9315b4a4dc70a9569c222d0c895a85db367f07694f91368a1056ddabae",
+    "val": "398854fe1b9df3d9cc86de147b9632abe81b744c1ec8f34d40fa3ecda96e4d5a",
+}
+
+
+def test_the_distribution_column_leaves_images_and_other_columns_as_they_were(tmp_path):
+    make_synthetic_fer(tmp_path / "s", seed=0, **TINY)
+    images = hashlib.sha256()
+    for path in sorted((tmp_path / "s" / "images").rglob("*.jpg")):
+        images.update(path.read_bytes())
+    digests = {"images": images.hexdigest()}
+    for split in ("train", "test", "val"):
+        lines = (tmp_path / "s" / f"{split}.csv").read_text().splitlines(keepends=True)
+        assert lines[0].rstrip("\n").endswith(",distribution")
+        without = "".join(line.rsplit(",", 1)[0] + "\n" for line in lines)
+        digests[split] = hashlib.sha256(without.encode()).hexdigest()
+    assert digests == TINY_DIGESTS
+
+
+@pytest.mark.parametrize("split", ["train", "test", "val"])
+def test_crowd_distributions_favour_the_label_and_its_va_neighbours(dataset: Path, split: str):
+    _, rows = read_rows(dataset / f"{split}.csv")
+    votes = np.array([[float(v) for v in row["distribution"].split(";")] for row in rows])
+    labels = np.array([int(row["expression"]) for row in rows])
+    np.testing.assert_allclose(votes.sum(axis=1), 1.0, atol=1e-5)
+    assert (votes.argmax(axis=1) == labels).all()
+    # Happy (1) and Surprise (3) sit closer in VA space than Happy and Sad (2).
+    happy = votes[labels == 1]
+    assert (happy[:, 3] > happy[:, 2]).all()
 
 
 @pytest.mark.parametrize("split", ["train", "test", "val"])

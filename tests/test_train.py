@@ -6,8 +6,9 @@ import jax
 import numpy as np
 import pandas as pd
 import pytest
+import tensorflow as tf
 
-from ldl_jax import checkpointing, data, pretrained, train
+from ldl_jax import checkpointing, data, inference, ldl_measures, pretrained, train
 from tests.conftest import NUM_TEST, NUM_VAL, latest_state, make_data_config
 
 
@@ -108,6 +109,30 @@ def test_eval_mode_restores_and_counts_each_image_once(synthetic_dir, tmp_path):
     assert train.evaluate_checkpoint(config, tmp_path, "2")["test"]["step"] == 2
     with pytest.raises(FileNotFoundError, match="step 7"):
         train.evaluate_checkpoint(config, tmp_path, "7")
+
+
+def test_eval_reports_the_ldl_measures_against_the_crowd_distributions(synthetic_dir, tmp_path):
+    """The measures in eval_results.json and TensorBoard are those of the test CSV's crowd
+    distributions against what the restored model predicts for each image."""
+    config = make_data_config(synthetic_dir)
+    train.train_and_evaluate(config, tmp_path)
+    results = train.evaluate_checkpoint(config, tmp_path, "latest")
+    out = tmp_path / "eval" / "latest-2"
+    saved = json.loads((out / train.EVAL_RESULTS_FILE).read_text())
+    test_set = data.read_eval_sets(config)["test"].decode(config.input_size)
+    predicted = inference.load(tmp_path, "latest").probabilities(test_set.images)
+    expected = ldl_measures.mean_measures(test_set.table.distributions, predicted)
+    assert list(saved["test"]["ldl_measures"]) == list(ldl_measures.MEASURES)
+    for name, value in expected.items():
+        assert saved["test"]["ldl_measures"][name] == pytest.approx(value, rel=1e-4, abs=1e-6)
+    assert results["val"]["ldl_measures"].keys() == expected.keys()
+    tags = {
+        value.tag
+        for events in out.glob("events.out.tfevents*")
+        for event in tf.compat.v1.train.summary_iterator(str(events))
+        for value in event.summary.value
+    }
+    assert {f"test/ldl/{name}" for name in expected} <= tags
 
 
 def test_checkpoint_of_another_model_is_refused_before_writing(synthetic_dir, tmp_path):

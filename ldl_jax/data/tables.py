@@ -22,6 +22,9 @@ _MISSING_IMAGES_SHOWN = 5
 
 TRAIN_COLUMNS = ("subDirectory_filePath", "expression", "valence", "arousal", "knn")
 EVAL_COLUMNS = ("subDirectory_filePath", "expression")
+# Optional in an evaluation CSV: each image's crowd label distribution, ';'-joined C floats.
+DISTRIBUTION_COLUMN = "distribution"
+DISTRIBUTION_SUM_TOLERANCE = 0.01
 
 
 class DataError(ValueError):
@@ -57,10 +60,12 @@ class TrainTable:
 
 @dataclasses.dataclass(frozen=True)
 class EvalTable:
-    """The validated evaluation CSV: (N,) absolute image paths and (N,) int32 labels."""
+    """The validated evaluation CSV: (N,) absolute image paths, (N,) int32 labels and, where
+    the CSV has a `distribution` column, (N, C) float64 crowd distributions (each summing to 1)."""
 
     paths: np.ndarray
     labels: np.ndarray
+    distributions: np.ndarray | None = None
 
 
 def read_train_table(
@@ -105,15 +110,22 @@ def read_train_table(
 
 
 def read_eval_table(csv_path, image_dir, *, num_classes: int) -> EvalTable:
-    """Reads and validates a test/validation CSV (subDirectory_filePath, expression).
+    """Reads and validates a test/validation CSV (subDirectory_filePath, expression, and
+    optionally distribution).
 
     Raises:
-      DataError: on an invalid label or a missing image file, naming file, row and column.
+      DataError: on an invalid label or distribution or a missing image file, naming file, row
+        and column.
     """
     csv_path = os.fspath(csv_path)
     frame = read_csv(csv_path, EVAL_COLUMNS)
     labels = parse_labels(frame, csv_path, num_classes)
-    return EvalTable(paths=image_paths(frame, csv_path, image_dir), labels=labels)
+    distributions = None
+    if DISTRIBUTION_COLUMN in frame.columns:
+        distributions = parse_distributions(frame, csv_path, num_classes)
+    return EvalTable(
+        paths=image_paths(frame, csv_path, image_dir), labels=labels, distributions=distributions
+    )
 
 
 def row_error(csv_path: str, row: int, column: str, problem: str) -> DataError:
@@ -166,6 +178,28 @@ def parse_finite(frame: pd.DataFrame, csv_path: str, column: str) -> np.ndarray:
             csv_path, row, column, f"{frame[column].iloc[row]!r} is not a finite number."
         )
     return values.astype(np.float32)
+
+
+def parse_distributions(frame: pd.DataFrame, csv_path: str, num_classes: int) -> np.ndarray:
+    """(N, C) distributions from ';'-joined floats: C per row, finite, non-negative, summing to
+    1 within DISTRIBUTION_SUM_TOLERANCE (rounded values); returned rescaled to sum to 1."""
+    rows = []
+    for row, text in enumerate(frame[DISTRIBUTION_COLUMN]):
+        fields = text.strip().split(";")
+        values = pd.to_numeric(pd.Series(fields), errors="coerce").to_numpy(np.float64)
+        if len(fields) != num_classes:
+            problem = f"{text!r} has {len(fields)} values, expected {num_classes} (one per class)."
+        elif not np.isfinite(values).all():
+            problem = f"{text!r} is not {num_classes} ';'-joined numbers."
+        elif (values < 0).any():
+            problem = f"{text!r} has a negative value."
+        elif abs(values.sum() - 1.0) > DISTRIBUTION_SUM_TOLERANCE:
+            problem = f"{text!r} sums to {values.sum():.6g}, not 1."
+        else:
+            rows.append(values / values.sum())
+            continue
+        raise row_error(csv_path, row, DISTRIBUTION_COLUMN, problem)
+    return np.stack(rows)
 
 
 def _parse_knn(frame: pd.DataFrame, csv_path: str, num_neighbors: int) -> np.ndarray:
