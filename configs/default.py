@@ -6,8 +6,47 @@ Every field can be overridden on the command line, e.g. `--config.batch_size=64`
 
 import ml_collections
 
+# The method as the reference repository runs it, and with ldl_jax's deviations from it
+# (docs/METHOD.md §3). Every shipped config runs the reference unless its argument names
+# another variant (`--config=configs/NAME.py:ldl_jax`); a deviation becomes a default only
+# where it wins the confirmation protocol of docs/EXPERIMENTS.md.
+METHOD_VARIANTS = {
+    "reference": {
+        # theta free per row, as the reference.
+        "lamb_fixed_class_mean": False,
+        "lamb_class_mean": "lamb_init",
+        # q: the neighbours' predictions.
+        "neighbor_distribution": "prediction",
+        # The logits as trained.
+        "prior_correction": False,
+    },
+    "ldl_jax": {
+        # After every theta step, each class's theta is shifted so that its mean stays where
+        # `lamb_class_mean` puts it: lambda moves trust between the rows of a class but never
+        # takes it from a whole class ("Beyond the reference: each class keeps its mean lambda").
+        "lamb_fixed_class_mean": True,
+        # lamb_init for the class whose rows' VA neighbours agree most on one label, moving
+        # toward lambda = 1 as a class's neighbourhoods agree less ('lamb_init': every class at
+        # lamb_init).
+        "lamb_class_mean": "consensus",
+        # Each VA neighbour brings its label with weight lambda_j and its prediction for the
+        # rest ('prediction': its prediction alone).
+        "neighbor_distribution": "label",
+        # Evaluation, inference and export shift the logits by log(label marginal) -
+        # log(target marginal), running averages over the train batches, giving each class
+        # back the share of its labels that the label distributions moved to other classes.
+        "prior_correction": True,
+    },
+}
+DEFAULT_VARIANT = "reference"
 
-def get_config():
+
+def get_config(variant: str = DEFAULT_VARIANT):
+    """The base config running the method's `variant` (a key of METHOD_VARIANTS)."""
+    if variant not in METHOD_VARIANTS:
+        raise ValueError(
+            f"unknown method variant {variant!r}: use one of {sorted(METHOD_VARIANTS)}"
+        )
     config = ml_collections.ConfigDict()
     config.seed = 0
     # 'ldl' trains LDLVA (ldl_jax/train.py); 'va' a valence/arousal regressor for data sets
@@ -59,27 +98,10 @@ def get_config():
     config.center_lr = 0.5
     config.center_push_scale = 0.1
     config.class_weights = False  # True: sklearn's 'balanced' weights on L_cls
-    # ldl_jax's fix (docs/METHOD.md §3, "Beyond the reference"): after every theta step, shift
-    # each class's theta so its mean stays lamb_init; lambda can move trust between the rows
-    # of a class but never take it from a whole class. False: the reference (theta free).
-    config.lamb_fixed_class_mean = True
-    # The mean theta each class keeps (with lamb_fixed_class_mean). ldl_jax's default,
-    # 'consensus': lamb_init for the class whose rows' VA neighbours agree most on one label,
-    # moving toward lambda = 1 as a class's neighbourhoods agree less (their predictions then
-    # say less about its rows); 'lamb_init': every class at lamb_init (docs/METHOD.md §3,
-    # "Each class's mean lambda from its neighbours' agreement").
-    config.lamb_class_mean = "consensus"
-    # What each VA neighbour brings to the neighbour distribution q. ldl_jax's default,
-    # 'label': its label with weight lambda_j (its own confidence) and its prediction for the
-    # rest, i.e. its own target; 'prediction': its prediction alone, as in the reference
-    # (docs/METHOD.md §3, "Each neighbour brings its label").
-    config.neighbor_distribution = "label"
-    # ldl_jax's addition (docs/METHOD.md §3, "The prior correction"): evaluation, inference and
-    # export shift the logits by log(label marginal) - log(target marginal), running averages
-    # over the train batches, giving each class back the share of its labels that the label
-    # distributions moved to other classes. Zero for plain cross-entropy (targets = labels).
-    # False: the logits as trained (the reference).
-    config.prior_correction = True
+    # The method's variant (`METHOD_VARIANTS` above, chosen by the config argument: e.g.
+    # --config=configs/resnet50_raf.py:ldl_jax): lamb_fixed_class_mean, lamb_class_mean,
+    # neighbor_distribution and prior_correction.
+    config.update(METHOD_VARIANTS[variant])
     # Baselines of the noise studies (docs/METHOD.md §3): `label_smoothing` mixes this much of
     # the uniform distribution into every target; `loss` 'gce' replaces the cross-entropy by
     # the generalised cross-entropy with exponent `gce_q`. The method: 0.0, 'cross_entropy'.

@@ -16,15 +16,15 @@ Like resnet18_raf it starts from the MS-Celeb-1M ResNet-18 `resnet18_msceleb.pth
 or from a RAF-DB run's backbone: --config.model.pretrained=runs/raf_r18 (a workdir).
 """
 
-from configs import resnet18_raf
+from configs import default, resnet18_raf
 
 
-def get_config():
+def get_config(variant: str = default.DEFAULT_VARIANT):
     """ResNet-18 at 224 as resnet18_raf, with AffectNet's data and optimisation.
 
     Reference values: docs/METHOD.md §4.
     """
-    config = resnet18_raf.get_config()
+    config = resnet18_raf.get_config(variant)
     config.data.image_dir = "data/affectnet/images"
     config.data.train_csv = "data/affectnet/train.csv"
     config.data.test_csv = "data/affectnet/test.csv"

@@ -20,8 +20,8 @@ Without `config.model.pretrained` the backbone trains from scratch.
 from configs import default
 
 
-def get_config():
-    config = default.get_config()
+def get_config(variant: str = default.DEFAULT_VARIANT):
+    config = default.get_config(variant)
     config.data.image_dir = "data/raf/aligned"
     config.data.train_csv = "data/raf/train.csv"
     config.data.test_csv = "data/raf/test.csv"

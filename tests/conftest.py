@@ -16,9 +16,11 @@ jax.config.update("jax_compilation_cache_dir", str(XLA_CACHE_DIR))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
-def make_tiny_config(**overrides):
-    """The default config shrunk to a model and images that run in seconds on a CPU."""
-    config = default.get_config()
+def make_tiny_config(variant="ldl_jax", **overrides):
+    """The base config shrunk to a model and images that run in seconds on a CPU; the
+    `ldl_jax` variant by default, so that the tests exercise every deviation's code (tests of
+    the reference's behaviour set its fields)."""
+    config = default.get_config(variant)
     config.model.backbone = "resnet_tiny"
     config.input_size = 16
     config.pad_size = 2

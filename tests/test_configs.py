@@ -45,3 +45,26 @@ def test_reference_values(name):
         10.0,
     )
     assert (config.num_classes, config.num_epochs, config.save_interval) == (7, 60, 2)
+
+
+@pytest.mark.parametrize("name", [*REFERENCE, "synthetic"])
+def test_configs_run_the_reference_unless_a_variant_is_named(name):
+    """`--config=configs/NAME.py` runs LDLVA as the reference does; `:ldl_jax` turns on every
+    deviation (docs/EXPERIMENTS.md decides when one becomes a default)."""
+    module = importlib.import_module(f"configs.{name}")
+    reference, deviations = module.get_config(), module.get_config("ldl_jax")
+    assert not reference.lamb_fixed_class_mean and not reference.prior_correction
+    assert reference.neighbor_distribution == "prediction"
+    assert deviations.lamb_fixed_class_mean and deviations.prior_correction
+    assert (deviations.neighbor_distribution, deviations.lamb_class_mean) == ("label", "consensus")
+    # Nothing else differs, but for the synthetic config's lambda learning rate from scratch.
+    changed = {
+        key
+        for key, value in reference.to_dict().items()
+        if deviations.to_dict()[key] != value
+    }
+    expected = {"lamb_fixed_class_mean", "lamb_class_mean", "neighbor_distribution"}
+    expected |= {"prior_correction"} | ({"lamb_lr"} if name == "synthetic" else set())
+    assert changed == expected
+    with pytest.raises(ValueError, match="unknown method variant 'ldljax'"):
+        module.get_config("ldljax")

@@ -15,6 +15,7 @@ TINY = [
     "--seeds=0",
     "--noise=0,0.3",
     "--methods=ce,ldlva",
+    "--no-alternatives",
     "--jobs=1",
     "--val_fraction=0.2",
     "--val_every_steps=3",
@@ -172,7 +173,8 @@ def test_relabel_baseline_trains_cross_entropy_on_the_vote(tmp_path):
     args = noise_study.build_parser().parse_args(
         ["--methods=knn_relabel", "--seeds=1", "--noise=0.3", "--out", str(tmp_path)]
     )
-    [run] = noise_study.plan(args)
+    run, four_voters = noise_study.plan(args)
+    assert four_voters["name"] == "knn_relabel+num_neighbors=4_proportional30_s1"
     clean = tmp_path / "data" / "clean"
     clean.mkdir(parents=True)
     rng = np.random.default_rng(0)
@@ -192,6 +194,47 @@ def test_relabel_baseline_trains_cross_entropy_on_the_vote(tmp_path):
     np.testing.assert_array_equal(relabelled["expression"], voted)
     assert overrides["lamb_lr"] == 0.0 and overrides["gamma"] == 0.0
     assert overrides["data.val_csv"].endswith("proportional30_s1/val.csv")
+    four = noise_study.run_overrides(args, tmp_path / "data", four_voters, "")
+    assert four["data.train_csv"].endswith("train_knn_vote4.csv")
+    assert four["data.val_csv"] == overrides["data.val_csv"]  # the same rows for every method
+
+
+def test_every_setting_of_a_method_is_the_config_its_variant_gives():
+    """A method's settings are `--config` with its variant (`:reference` or `:ldl_jax`) and
+    its overrides; the candidates differ from the method's own setting in their field only."""
+    config = noise_study._load_config
+    [(own, ldlva), (label, high)] = noise_study.candidates("ldlva")
+    assert (own, label) == ("", "+lamb_init=1.5")
+    ldl_jax = config("configs/synthetic.py", "ldl_jax", ldlva)
+    assert ldl_jax.neighbor_distribution == "label" and ldl_jax.lamb_lr == 30.0
+    assert config("configs/synthetic.py", "ldl_jax", high).lamb_init == 1.5
+    reference = config("configs/synthetic.py", "reference", {})
+    assert not reference.lamb_fixed_class_mean and reference.lamb_lr == 10.0
+    assert noise_study.candidates("ce") == [("", noise_study.CE)]
+    assert len(noise_study.candidates("ldlva", alternatives=False)) == 1
+
+
+def test_the_noisy_validation_split_picks_each_methods_setting():
+    def result(name, method, candidate, seed, val):
+        return {
+            "name": name,
+            "method": method,
+            "candidate": candidate,
+            "noise": 0.3,
+            "mode": "proportional",
+            "seed": seed,
+            "picked_val_accuracy": val,
+        }
+
+    results = [
+        result("a", "ldlva", "", 0, 0.50),
+        result("b", "ldlva", "+lamb_init=1.5", 0, 0.55),
+        result("c", "ldlva", "", 1, 0.60),
+        result("d", "ldlva", "+lamb_init=1.5", 1, 0.60),  # a tie keeps the method's own
+        result("e", "ce", "", 0, 0.40),
+    ]
+    chosen = noise_report.select_candidates({r["name"]: r for r in results})
+    assert sorted(chosen) == ["b", "c", "e"]
 
 
 def test_claim_table_compares_ldlva_with_the_best_baseline():

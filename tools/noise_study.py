@@ -44,79 +44,96 @@ from tools import noise_report, noise_splits  # noqa: E402
 
 
 class Method(NamedTuple):
-    overrides: dict  # config overrides on top of --config
+    variant: str  # the method's variant in configs/default.py:METHOD_VARIANTS
+    overrides: dict  # config overrides on top of `--config` with that variant
     description: str  # how the report describes it
     relabel: bool = False  # trains on the VA-neighbour vote of the noisy labels
+    # Other settings tried beside `overrides` (each a dict on top of them): the study trains
+    # every candidate and reports, per cell and seed, the one that the noisy validation split
+    # picks, so that every method gets the same chance to fit the data's noise level.
+    alternatives: tuple[dict, ...] = ()
 
 
 # Plain cross-entropy in the LDLVA step: lambda pinned at 1 (targets = labels), no centre loss.
-CE = {
-    "gamma": 0.0,
-    "lamb_init": 30.0,
-    "lamb_lr": 0.0,
-    "lamb_fixed_class_mean": False,
-    "neighbor_distribution": "prediction",
-    "prior_correction": False,
-}
-# LDLVA as the reference repository runs it.
-REFERENCE = {
-    "lamb_fixed_class_mean": False,
-    "lamb_lr": 10.0,
-    "neighbor_distribution": "prediction",
-    "prior_correction": False,
-}
-# LDLVA with ldl_jax's deviations from the reference (docs/METHOD.md §3).
-LDL_JAX = {
-    "lamb_fixed_class_mean": True,
-    "lamb_class_mean": "consensus",
-    "neighbor_distribution": "label",
-    "prior_correction": True,
-}
+CE = {"gamma": 0.0, "lamb_init": 30.0, "lamb_lr": 0.0}
+# The level of lambda LDLVA's candidates try beside lamb_init 0.5 (lambda 0.62): 0.82.
+HIGH_LAMBDA = {"lamb_init": 1.5}
 
 METHODS = {
-    "ce": Method(CE, "plain cross-entropy (λ fixed at 1, no centre loss)"),
+    "ce": Method("reference", CE, "plain cross-entropy (λ fixed at 1, no centre loss)"),
     "label_smoothing": Method(
-        {**CE, "label_smoothing": 0.1}, "cross-entropy with label smoothing 0.1"
+        "reference",
+        {**CE, "label_smoothing": 0.1},
+        "cross-entropy with label smoothing 0.1 (candidate: 0.3)",
+        alternatives=({"label_smoothing": 0.3},),
     ),
     "gce": Method(
+        "reference",
         {**CE, "loss": "gce"},
-        "the generalised cross-entropy (Zhang & Sabuncu 2018, q = 0.7), a noise-robust loss",
+        "the generalised cross-entropy (Zhang & Sabuncu 2018), a noise-robust loss, q = 0.7 "
+        "(candidate: 0.4)",
+        alternatives=({"gce_q": 0.4},),
     ),
     "knn_relabel": Method(
+        "reference",
         CE,
         "cross-entropy on relabelled rows: each row's label replaced by the majority vote of "
-        "its own and its K VA neighbours' labels (the same VA information LDLVA reads)",
+        "its own and its K = 8 VA neighbours' labels (candidate: K = 4), the same VA "
+        "information LDLVA reads",
         relabel=True,
+        alternatives=({"num_neighbors": 4},),
     ),
     "ldlva_reference": Method(
-        REFERENCE,
+        "reference",
+        {},
         "LDLVA as the reference runs it (λ free per row, `lamb_lr` 10, q from the neighbours' "
-        "predictions, no prior correction)",
+        "predictions, no prior correction; candidate: `lamb_init` 1.5)",
+        alternatives=(HIGH_LAMBDA,),
     ),
     "ldlva": Method(
-        LDL_JAX,
-        "LDLVA with ldl_jax's deviations (each class keeps a mean λ set by how much its rows' "
-        "VA neighbours agree; each neighbour brings its label, weighted by its λ, and its "
-        "prediction into q; the prior correction at evaluation)",
+        "ldl_jax",
+        {},
+        "LDLVA with ldl_jax's deviations, `configs/synthetic.py:ldl_jax` (each class keeps a "
+        "mean λ set by how much its rows' VA neighbours agree; each neighbour brings its label, "
+        "weighted by its λ, and its prediction into q; the prior correction at evaluation; "
+        "candidate: `lamb_init` 1.5)",
+        alternatives=(HIGH_LAMBDA,),
     ),
     "ldlva_uncorrected": Method(
-        {**LDL_JAX, "prior_correction": False},
+        "ldl_jax",
+        {"prior_correction": False},
         "`ldlva` without the prior correction (the logits as trained)",
     ),
     "ldlva_bank": Method(
-        {**LDL_JAX, "neighbors": "memory_bank"},
+        "ldl_jax",
+        {"neighbors": "memory_bank"},
         "`ldlva` with the neighbour memory bank (the neighbours' last central pass instead of "
         "a forward pass on their images)",
     ),
     "ldlva_init_mean": Method(
-        {**LDL_JAX, "lamb_class_mean": "lamb_init"},
+        "ldl_jax",
+        {"lamb_class_mean": "lamb_init"},
         "`ldlva` with every class's mean λ at `lamb_init`",
     ),
     "ldlva_prediction": Method(
-        {**LDL_JAX, "neighbor_distribution": "prediction"},
+        "ldl_jax",
+        {"neighbor_distribution": "prediction"},
         "`ldlva` with q made of the neighbours' predictions alone, as in the reference",
     ),
 }
+
+
+def candidates(method: str, alternatives: bool = True) -> list[tuple[str, dict]]:
+    """(label, overrides) of each setting a method is trained with: "" for its own, then
+    "+FIELD=VALUE" for each alternative (with `alternatives`)."""
+    own = METHODS[method]
+    found = [("", own.overrides)]
+    for extra in own.alternatives if alternatives else ():
+        label = "+" + ",".join(f"{key}={value}" for key, value in extra.items())
+        found.append((label, {**own.overrides, **extra}))
+    return found
+
+
 # Methods whose lambda is learned: their noise-detection figures are reported.
 LEARNS_LAMBDA = tuple(name for name, m in METHODS.items() if m.overrides.get("lamb_lr") != 0.0)
 # Data seeds whose sets were looked at while the method and its defaults were chosen; any
@@ -144,15 +161,17 @@ def plan(args) -> list[dict]:
     for seed in args.seeds:
         for method, noise, mode in cells:
             mode = mode if noise > 0 else "clean"
-            runs.append(
-                {
-                    "name": run_name(method, noise, mode, seed),
-                    "method": method,
-                    "noise": noise,
-                    "mode": mode,
-                    "seed": seed,
-                }
-            )
+            for label, _ in candidates(method, args.alternatives):
+                runs.append(
+                    {
+                        "name": run_name(method + label, noise, mode, seed),
+                        "method": method,
+                        "candidate": label,
+                        "noise": noise,
+                        "mode": mode,
+                        "seed": seed,
+                    }
+                )
     return runs
 
 
@@ -264,10 +283,12 @@ def run_data(args, data: pathlib.Path, run: dict, num_voters: int) -> dict[str, 
 
 
 def run_overrides(args, data: pathlib.Path, run: dict, pretrained: str) -> dict:
-    """Config overrides (dotted name -> value) of one run."""
+    """Config overrides (dotted name -> value) of one run, on top of `--config` with its
+    method's variant."""
     method = METHODS[run["method"]]
+    own = dict(candidates(run["method"]))[run["candidate"]]
     sets = _parse_sets(args.set)
-    num_voters = _load_config(args.config, {**method.overrides, **sets}).num_neighbors
+    num_voters = _load_config(args.config, method.variant, {**own, **sets}).num_neighbors
     paths = run_data(args, data, run, num_voters)
     overrides = {
         "model.pretrained": pretrained,
@@ -279,7 +300,7 @@ def run_overrides(args, data: pathlib.Path, run: dict, pretrained: str) -> dict:
         "val_interval": args.val_every_steps,
         "seed": run["seed"],
     }
-    overrides.update(method.overrides)
+    overrides.update(own)
     overrides.update(sets)
     return overrides
 
@@ -302,11 +323,13 @@ def _flag(key: str, value) -> str:
     return f"--config.{key}={tuple(value)!r}"
 
 
-def _load_config(path: str, overrides: dict):
+def _load_config(path: str, variant: str, overrides: dict):
+    """The config of file `path` with the method `variant`, as `--config=PATH:VARIANT` reads it,
+    and `overrides` applied."""
     spec = importlib.util.spec_from_file_location("study_config", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    config = module.get_config()
+    config = module.get_config(variant)
     for key, value in overrides.items():
         *parents, leaf = key.split(".")
         node = config
@@ -316,18 +339,20 @@ def _load_config(path: str, overrides: dict):
     return config
 
 
-def train_one(args, workdir: pathlib.Path, overrides: dict, evaluate_best: bool = True) -> None:
+def train_one(
+    args, workdir: pathlib.Path, variant: str, overrides: dict, evaluate_best: bool = True
+) -> None:
     """Trains one run in `workdir`, then evaluates its checkpoint picked on the validation
     split (WORKDIR/eval/best-STEP/): in this process (--jobs=1) or in child processes."""
     if args.jobs == 1:
         from ldl_jax import train
 
-        config = _load_config(args.config, overrides)
+        config = _load_config(args.config, variant, overrides)
         train.train_and_evaluate(config, workdir)
         if evaluate_best:
             train.evaluate_checkpoint(config, workdir, "best")
         return
-    command = [sys.executable, "-m", "ldl_jax.main", f"--config={args.config}"]
+    command = [sys.executable, "-m", "ldl_jax.main", f"--config={args.config}:{variant}"]
     command += [f"--workdir={workdir}"] + [_flag(k, v) for k, v in overrides.items()]
     commands = [command] + ([command + ["--mode=eval", "--checkpoint=best"]] * evaluate_best)
     log = pathlib.Path(args.out) / "logs" / f"{workdir.name}.log"
@@ -382,7 +407,7 @@ def pretrain(args) -> str:
     }
     overrides.update(_parse_sets(args.set))
     print(f"pre-training the backbone for {epochs} epochs in {workdir}", flush=True)
-    train_one(args, workdir, overrides, evaluate_best=False)
+    train_one(args, workdir, "reference", overrides, evaluate_best=False)
     return str(workdir)
 
 
@@ -465,16 +490,17 @@ def run_study(args) -> dict[str, dict]:
         )
 
     runs_dir = out / "runs"
+    def train(run):
+        variant = METHODS[run["method"]].variant
+        train_one(args, runs_dir / run["name"], variant, jobs[run["name"]])
+
     if args.jobs == 1:
         for run in todo:
-            train_one(args, runs_dir / run["name"], jobs[run["name"]])
+            train(run)
             finish(run)
     else:
         with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
-            futures = {
-                pool.submit(train_one, args, runs_dir / run["name"], jobs[run["name"]]): run
-                for run in todo
-            }
+            futures = {pool.submit(train, run): run for run in todo}
             for future in concurrent.futures.as_completed(futures):
                 future.result()
                 finish(futures[future])
@@ -484,7 +510,7 @@ def run_study(args) -> dict[str, dict]:
 def describe(args) -> dict:
     """What the report says of the study's data, neighbours and start."""
     data = pathlib.Path(args.out) / "data"
-    config = _load_config(args.config, _parse_sets(args.set))
+    config = _load_config(args.config, "reference", _parse_sets(args.set))
     clean = pd.read_csv(clean_train_csv(args, data))
     return {
         "command": " ".join(["python tools/noise_study.py", *args.argv]),
@@ -507,6 +533,7 @@ def describe(args) -> dict:
             name: METHODS[name].description
             for name in dict.fromkeys([*args.methods, *args.ablations])
         },
+        "alternatives": args.alternatives,
     }
 
 
@@ -537,6 +564,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--modes", type=lambda s: s.split(","), default=["proportional"])
     parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1, 2])
     parser.add_argument("--ablations", type=_names, default=[])
+    parser.add_argument(
+        "--alternatives",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Also train each method's candidate settings (Method.alternatives) and report the "
+        "one the noisy validation split picks; --no-alternatives: each method's own only.",
+    )
     parser.add_argument("--ablation_noise", type=_floats, default=[0.0, 0.3])
     parser.add_argument("--data_seed", type=int, default=0)
     parser.add_argument("--num_train", type=int, default=3000)
