@@ -1,7 +1,7 @@
 """Finds likely mislabelled training images from what a run learned: its per-row lambda.
 
   python -m ldl_jax.inspect --workdir=runs/raf [--checkpoint=latest] [--out=DIR] [--grid=36]
-      [--html [--html_rows=3000]]
+      [--html [--html_rows=2000]]
 
 lambda_i = sigmoid(theta_i) is how much a training row still trusts its own label
 (docs/METHOD.md §3): rows whose VA neighbours explain them better than their label end low.
@@ -44,7 +44,7 @@ def define_flags():
     flags.DEFINE_integer("grid", 36, "Lowest-lambda images shown in lowest_lambda.png.")
     flags.DEFINE_integer("batch_size", 64, "Images per compiled call.")
     flags.DEFINE_bool("html", False, "Also write review.html, the review page.")
-    flags.DEFINE_integer("html_rows", 3000, "Lowest-lambda rows on the review page (0: all).")
+    flags.DEFINE_integer("html_rows", 2000, "Lowest-lambda rows on the review page (0: all).")
 
 
 def precision_at_k(lam: np.ndarray, flipped: np.ndarray) -> float:

@@ -2,13 +2,14 @@
 label is kept, changed or dropped (`python -m ldl_jax.inspect --workdir=W --html`).
 
 The page opens from disk with no server and no network: its data (one JSON block) and its
-script and style are inline, and every image is a small base64 JPEG thumbnail, stored once
-however many rows show it as a neighbour. Rows come lowest lambda first; the script shows one
-page of them at a time, so thousands of rows stay responsive. Decisions are kept in the
-browser's localStorage under a key of the run and exported as `review_decisions.csv` with the
-columns `subDirectory_filePath`, `given` (the `expression` value the page was built from) and
-`decision`: `keep`, `drop` or `relabel:K`, K the new `expression` value (0-based; the page's
-number key for it is K + 1). `tools/apply_review.py` applies that file to the training CSV.
+script and style are inline, and every image is a small base64 JPEG thumbnail (96 px, 48 px
+for images shown only as a neighbour), stored once however many rows show it. Rows come
+lowest lambda first; the script shows one page of them at a time, so thousands of rows stay
+responsive. Decisions are kept in the browser's localStorage under a key of the run and
+exported as `review_decisions.csv` with the columns `subDirectory_filePath`, `given` (the
+`expression` value the page was built from) and `decision`: `keep`, `drop` or `relabel:K`, K
+the new `expression` value (0-based; the page's number key for it is K + 1).
+`tools/apply_review.py` applies that file to the training CSV.
 
 The page itself (markup, style and script) is `review_page.html` next to this module; this
 module only fills in its data. No JAX or TensorFlow here: the caller computes the predictions.
@@ -28,7 +29,8 @@ from PIL import Image
 
 TEMPLATE = pathlib.Path(__file__).with_name("review_page.html")
 DATA_MARKER = "/*REVIEW_DATA*/"
-THUMBNAIL_SIDE = 96  # pixels; the page shows neighbours at half this size
+THUMBNAIL_SIDE = 96  # pixels, of a shown row's image
+NEIGHBOR_SIDE = 48  # pixels, of an image shown only as a neighbour (the size it is shown at)
 JPEG_QUALITY = 80
 DECIMALS = 3  # of the distributions and lambda stored in the page
 
@@ -101,14 +103,20 @@ def page_data(
         }
         for row, target, row_neighbors in zip(order, targets, neighbors, strict=True)
     ]
-    pictured = sorted({int(row) for row in order} | {int(n) for n in neighbors.ravel()})
+    shown = {int(row) for row in order}
+    pictured = sorted(shown | {int(n) for n in neighbors.ravel()})
     return {
         "title": title,
         "key": key,
         "num_rows": len(paths),
         "classes": [str(name) for name in class_names],
         "rows": rows,
-        "thumbs": {str(row): thumbnail_base64(images[row]) for row in pictured},
+        "thumbs": {
+            str(row): thumbnail_base64(
+                images[row], THUMBNAIL_SIDE if row in shown else NEIGHBOR_SIDE
+            )
+            for row in pictured
+        },
         "labels": {str(row): int(labels[row]) for row in pictured},
     }
 

@@ -83,9 +83,10 @@ def test_page_data_stores_each_thumbnail_once_and_escapes_paths():
     assert data["rows"][0]["pred"] == int(np.argmax(probs[4]))
     # Shown rows and their neighbours, once each.
     assert sorted(map(int, data["thumbs"])) == [0, 1, 2, 4, 5, 6, 9, 10, 11]
-    thumbnail = Image.open(io.BytesIO(base64.b64decode(data["thumbs"]["4"])))
-    assert thumbnail.format == "JPEG"
-    assert thumbnail.size == (review_page.THUMBNAIL_SIDE, review_page.THUMBNAIL_SIDE)
+    for row, side in ((4, review_page.THUMBNAIL_SIDE), (5, review_page.NEIGHBOR_SIDE)):
+        thumbnail = Image.open(io.BytesIO(base64.b64decode(data["thumbs"][str(row)])))
+        assert thumbnail.format == "JPEG"
+        assert thumbnail.size == (side, side)  # row 5 is shown only as a neighbour
 
     html = review_page.render(data)
     assert html.count("</script>") == 2  # the data block's and the script's: no path ends one
