@@ -129,6 +129,7 @@ class Browser:
     """Headless Chromium driven over the DevTools protocol on a pipe (fds 3 and 4)."""
 
     def __init__(self, profile: pathlib.Path, downloads: pathlib.Path):
+        self.downloads = downloads
         to_browser, self._to_browser = os.pipe()
         self._from_browser, from_browser = os.pipe()
         # The protocol reads commands on fd 3 and writes replies to fd 4; a shell moves the
@@ -255,7 +256,6 @@ def browser(tmp_path):
     downloads = tmp_path / "downloads"
     downloads.mkdir()
     session = Browser(tmp_path / "profile", downloads)
-    session.downloads = downloads
     yield session
     session.close()
 
@@ -274,7 +274,7 @@ def _shown_rows(browser) -> list[int]:
 
 
 def test_review_in_chromium_filter_relabel_drop_export_apply(reviewed_run, browser, tmp_path):
-    workdir, train_csv, out, _ = reviewed_run
+    _, train_csv, out, _ = reviewed_run
     data = _embedded_data((out / "review.html").read_text())
     rows = data["rows"]
     url = (out / "review.html").as_uri()
