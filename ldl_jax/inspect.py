@@ -1,6 +1,7 @@
 """Finds likely mislabelled training images from what a run learned: its per-row lambda.
 
   python -m ldl_jax.inspect --workdir=runs/raf [--checkpoint=latest] [--out=DIR] [--grid=36]
+      [--html [--html_rows=2000]]
 
 lambda_i = sigmoid(theta_i) is how much a training row still trusts its own label
 (docs/METHOD.md §3): rows whose VA neighbours explain them better than their label end low.
@@ -13,7 +14,10 @@ Writes into `--out` (default WORKDIR/inspect/CHECKPOINT-STEP):
 - `lowest_lambda.png`: the lowest-lambda images with their given and predicted labels and the
   label distribution the model would train them towards;
 - `summary.json`: counts and, with `expression_backup`, precision@k (k = the number of flipped
-  rows) and the AUROC of 1 - lambda as a detector of flipped rows.
+  rows) and the AUROC of 1 - lambda as a detector of flipped rows;
+- with `--html`, `review.html`: the `--html_rows` lowest-lambda rows on one self-contained page
+  to keep, relabel or drop each (`ldl_jax/review_page.py`; `tools/apply_review.py` applies the
+  decisions it exports).
 """
 
 import json
@@ -25,7 +29,7 @@ import numpy as np
 import pandas as pd
 from absl import app, flags
 
-from ldl_jax import inference, ldl, models
+from ldl_jax import inference, ldl, models, review_page
 from ldl_jax.data import tables
 
 FLAGS = flags.FLAGS
@@ -39,6 +43,8 @@ def define_flags():
     flags.DEFINE_string("out", None, "Output folder (default WORKDIR/inspect/CHECKPOINT-STEP).")
     flags.DEFINE_integer("grid", 36, "Lowest-lambda images shown in lowest_lambda.png.")
     flags.DEFINE_integer("batch_size", 64, "Images per compiled call.")
+    flags.DEFINE_bool("html", False, "Also write review.html, the review page.")
+    flags.DEFINE_integer("html_rows", 2000, "Lowest-lambda rows on the review page (0: all).")
 
 
 def precision_at_k(lam: np.ndarray, flipped: np.ndarray) -> float:
@@ -123,6 +129,19 @@ def _target_distributions(restored, rows, lam, table, features, probs):
     )
 
 
+def _target_distributions_in_chunks(restored, rows, lam, table, features, probs, chunk=4096):
+    """`_target_distributions` of many rows, `chunk` at a time (each holds its K neighbours'
+    features)."""
+    return np.concatenate(
+        [
+            _target_distributions(
+                restored, rows[start : start + chunk], lam, table, features, probs
+            )
+            for start in range(0, len(rows), chunk)
+        ]
+    )
+
+
 def plot_histogram(lam, flipped, path) -> None:
     """Histogram of lambda; flipped and clean rows stacked apart when `flipped` is known."""
     import matplotlib
@@ -182,9 +201,13 @@ def plot_grid(images, given, probs, targets, lam, class_names, path, columns=6) 
     plt.close(figure)
 
 
-def inspect_run(workdir, checkpoint="latest", out=None, grid=36, batch_size=64) -> dict:
+def inspect_run(
+    workdir, checkpoint="latest", out=None, grid=36, batch_size=64, html_rows=None
+) -> dict:
     """Writes the ranking, plots and summary described in the module docstring; returns the
-    summary."""
+    summary. `html_rows` (None: no page; 0: every row) writes `review.html` too."""
+    if html_rows is not None and html_rows < 0:
+        raise ValueError(f"html_rows must be >= 0 (0: every row); got {html_rows}")
     workdir = pathlib.Path(workdir)
     restored = inference.restore_variables(
         workdir, checkpoint=checkpoint, fields=(*inference.VARIABLES, "theta")
@@ -245,7 +268,27 @@ def inspect_run(workdir, checkpoint="latest", out=None, grid=36, batch_size=64) 
         out / "lowest_lambda.png",
     )
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    return {**summary, "out": str(out)}
+    result = {**summary, "out": str(out)}
+    if html_rows is not None:
+        reviewed = order[: html_rows or len(order)]
+        data = review_page.page_data(
+            reviewed,
+            paths=frame["subDirectory_filePath"].to_numpy(),
+            labels=table.labels,
+            probs=probs,
+            lam=lam,
+            knn=table.knn,
+            targets=_target_distributions_in_chunks(
+                restored, reviewed, lam, table, features, probs
+            ),
+            images=images,
+            class_names=names,
+            title=f"{workdir.name}, {checkpoint} checkpoint (step {step})",
+            key=review_page.run_key(workdir, config.data.train_csv),
+        )
+        size = review_page.write_review_page(out / "review.html", data)
+        result["review_html"] = {"rows": len(reviewed), "bytes": size}
+    return result
 
 
 def main(argv):
@@ -255,7 +298,12 @@ def main(argv):
         raise app.UsageError("--workdir is required")
     try:
         summary = inspect_run(
-            FLAGS.workdir, FLAGS.checkpoint, FLAGS.out, FLAGS.grid, FLAGS.batch_size
+            FLAGS.workdir,
+            FLAGS.checkpoint,
+            FLAGS.out,
+            FLAGS.grid,
+            FLAGS.batch_size,
+            html_rows=FLAGS.html_rows if FLAGS.html else None,
         )
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
