@@ -142,12 +142,19 @@ def random_table(config, num_rows: int) -> tables.TrainTable:
     )
 
 
-def host_images_per_s(config, size: int, num_steps: int) -> dict:
-    """All 1+K augmented images/s of the host path alone at `size`, and per core; other sizes
-    than the config's get the configs' pad, size // 28 (4 at 112, 8 at 224)."""
+def at_input_size(config, size: int):
+    """A copy of `config` at input `size`; other sizes than the config's get the configs' pad,
+    size // 28 (4 at 112, 8 at 224)."""
     config = config.copy_and_resolve_references()
     if size != config.input_size:
         config.input_size, config.pad_size = size, size // 28
+    return config
+
+
+def host_images_per_s(config, size: int, num_steps: int) -> dict:
+    """All 1+K augmented images/s of the host path alone at `size` (see `at_input_size`), and
+    per core."""
+    config = at_input_size(config, size)
     batches = _open_data(config).train_batches()
     next(batches)
     start = time.perf_counter()
@@ -226,6 +233,21 @@ def _flops(compiled) -> float | None:
     return float(analysis["flops"]) if analysis and "flops" in analysis else None
 
 
+def _add_ratios(results: dict) -> None:
+    """The LDL step's time and FLOPs over the floor's and the bank step's, once measured."""
+    ldl_step = results.get("ldl_step")
+    for other, time_ratio, flops_ratio in (
+        ("floor", "floor_ratio", "floor_flops_ratio"),
+        ("bank_step", "bank_speedup", "bank_flops_ratio"),
+    ):
+        if ldl_step is None or other not in results:
+            continue
+        results[time_ratio] = ldl_step["seconds_per_step"] / results[other]["seconds_per_step"]
+        if results[other]["gflops_per_step"]:
+            # Over the floor: what the method itself adds (AdaptiveSimNet, losses, updates).
+            results[flops_ratio] = ldl_step["gflops_per_step"] / results[other]["gflops_per_step"]
+
+
 def _repeat(batch):
     while True:
         yield batch
@@ -238,17 +260,39 @@ def _device_memory() -> dict | None:
     return {key: stats[key] for key in ("peak_bytes_in_use", "bytes_limit") if key in stats}
 
 
-def benchmark(config) -> dict:
+def benchmark(
+    config,
+    *,
+    data: str = "device",
+    num_steps: int = 30,
+    num_rows: int = 4096,
+    host_sizes=(),
+    peak_tflops: float = 0.0,
+    report=None,
+) -> dict:
+    """The module docstring's measurements for `config`, as one dict.
+
+    Args:
+      data: 'device' (random images and table, no TensorFlow) or 'pipeline' (the config's
+        training set, both placements and `host_augment`).
+      num_steps: timed steps per measurement (after one warm-up).
+      num_rows: training rows (theta size) with data='device'.
+      host_sizes: more input sizes for `host_augment` (data='pipeline').
+      peak_tflops: the device's peak for the MFU (0: no MFU).
+      report: called with the results so far after each measurement, so that a caller can
+        keep them if a later one never ends.
+    """
     b, k = config.batch_size, config.num_neighbors
     model = models.create_model(config)
     tx = create_optimizer(config, steps_per_epoch=1000)
-    if FLAGS.data == "pipeline":
+    report = report or (lambda results: None)
+    if data == "pipeline":
         train_data = _open_data(config)
         table, images = train_data.table, train_data.images
     else:
         train_data = None
-        table = random_table(config, FLAGS.num_rows)
-        images = testing.random_train_images(config, FLAGS.num_rows)
+        table = random_table(config, num_rows)
+        images = testing.random_train_images(config, num_rows)
     num_rows = table.num_rows
     train_rows = {"train_labels": table.labels, "train_neighbors": table.knn}
     state = create_train_state(config, model, tx, num_rows)
@@ -266,8 +310,15 @@ def benchmark(config) -> dict:
         "input_size": config.input_size,
         "batch_size": b,
         "num_neighbors": k,
-        "data": FLAGS.data,
+        "data": data,
     }
+
+    def record(name, value):
+        results[name] = value
+        _add_ratios(results)
+        results["device_memory"] = _device_memory()
+        report(results)
+
     for name, step_fn, images_per_example, start in (
         (
             "ldl_step",
@@ -286,7 +337,7 @@ def benchmark(config) -> dict:
     ):
         fresh = jax.tree.map(jnp.copy, start)
         compiled, compile_seconds = _compile(step_fn, fresh, batch)
-        seconds, _ = _time_steps(compiled, fresh, _repeat(batch), FLAGS.steps)
+        seconds, _ = _time_steps(compiled, fresh, _repeat(batch), num_steps)
         flops = _flops(compiled)
         entry = {
             "seconds_per_step": seconds,
@@ -295,44 +346,29 @@ def benchmark(config) -> dict:
             "compile_seconds": compile_seconds,
             "gflops_per_step": None if flops is None else flops / 1e9,
         }
-        if flops is not None and FLAGS.peak_tflops > 0:
-            entry["mfu"] = flops / seconds / (FLAGS.peak_tflops * 1e12)
-        results[name] = entry
-    results["floor_ratio"] = (
-        results["ldl_step"]["seconds_per_step"] / results["floor"]["seconds_per_step"]
-    )
-    results["bank_speedup"] = (
-        results["ldl_step"]["seconds_per_step"] / results["bank_step"]["seconds_per_step"]
-    )
-    if results["bank_step"]["gflops_per_step"]:
-        results["bank_flops_ratio"] = (
-            results["ldl_step"]["gflops_per_step"] / results["bank_step"]["gflops_per_step"]
-        )
-    if results["floor"]["gflops_per_step"]:
-        # What the method itself adds over the floor (AdaptiveSimNet, losses, updates).
-        results["floor_flops_ratio"] = (
-            results["ldl_step"]["gflops_per_step"] / results["floor"]["gflops_per_step"]
-        )
-
-    results["placements"] = {}
+        if flops is not None and peak_tflops > 0:
+            entry["mfu"] = flops / seconds / (peak_tflops * 1e12)
+        record(name, entry)
+    placements = {}
     if train_data is not None:
         config.data.placement = "host"
         host_feed = train_data.feed(parallel.MeshParallel())
-        results["placements"]["host"] = measure_feed(
-            config, model, tx, state, host_feed, train_rows, FLAGS.steps
+        placements["host"] = measure_feed(
+            config, model, tx, state, host_feed, train_rows, num_steps
         )
+        record("placements", placements)
     device_feed = feeds.device_feed(config, table, images, parallel.MeshParallel())
-    results["placements"]["device"] = measure_feed(
-        config, model, tx, state, device_feed, train_rows, FLAGS.steps
+    placements["device"] = measure_feed(
+        config, model, tx, state, device_feed, train_rows, num_steps
     )
+    record("placements", placements)
     if train_data is not None:
-        placements = results["placements"]
         results["device_step_over_host_step"] = (
             placements["device"]["step_alone_seconds"] / placements["host"]["step_alone_seconds"]
         )
-        sizes = [config.input_size, *(int(size) for size in FLAGS.host_sizes)]
+        sizes = [config.input_size, *(int(size) for size in host_sizes)]
         results["host_augment"] = {
-            str(size): host_images_per_s(config, size, FLAGS.steps) for size in sizes
+            str(size): host_images_per_s(config, size, num_steps) for size in sizes
         }
     results["peak_host_memory_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     results["device_memory"] = _device_memory()
@@ -346,7 +382,14 @@ def main(argv):
         config.model.dtype = FLAGS.dtype
     if FLAGS.batch_size:
         config.batch_size = FLAGS.batch_size
-    results = benchmark(config)
+    results = benchmark(
+        config,
+        data=FLAGS.data,
+        num_steps=FLAGS.steps,
+        num_rows=FLAGS.num_rows,
+        host_sizes=FLAGS.host_sizes,
+        peak_tflops=FLAGS.peak_tflops,
+    )
     text = json.dumps(results, indent=2)
     print(text)
     if FLAGS.out:
