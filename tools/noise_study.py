@@ -99,6 +99,12 @@ METHODS = {
         "candidate: `lamb_init` 1.5)",
         alternatives=(HIGH_LAMBDA,),
     ),
+    "ldlva_relabelled": Method(
+        "ldl_jax",
+        {},
+        "`ldlva` trained on `knn_relabel`'s voted labels (K = 8)",
+        relabel=True,
+    ),
     "ldlva_uncorrected": Method(
         "ldl_jax",
         {"prior_correction": False},
