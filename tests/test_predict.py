@@ -73,6 +73,10 @@ def test_predict_gives_the_probabilities_of_eval_on_the_same_jpeg(
     (record,) = predict.predict_files(model, [jpeg], on_unreadable=pytest.fail)
     predicted = [record["probabilities"][name] for name in model.class_names]
     np.testing.assert_allclose(predicted, evaluated["mean_distribution"], rtol=0, atol=1e-6)
+    # Pillow's pixels would be caught: they move the probabilities by more than the tolerance.
+    pillow = images.resize_uint8(np.asarray(Image.open(jpeg)), model.input_size)
+    moved = model.probabilities(np.asarray(pillow)[None])[0] - evaluated["mean_distribution"]
+    assert np.abs(moved).max() > 1e-6
 
 
 def test_files_are_read_a_batch_at_a_time_and_unreadable_ones_skipped(
