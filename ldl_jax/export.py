@@ -9,6 +9,8 @@ the face, and returns the (n, C) class probabilities, for any n; `class_names.js
 names the columns. Normalisation is inside the exported function.
 """
 
+import contextlib
+import io
 import json
 import pathlib
 
@@ -88,15 +90,16 @@ def export_onnx(model: inference.InferenceModel, out) -> dict:
     traced = jax.make_jaxpr(lambda batch: model.apply_probabilities(model.variables, batch))(images)
     out.mkdir(parents=True)
     path = out / "model.onnx"
-    to_onnx(
-        lambda batch: _replay(traced, batch)[0],
-        [images],
-        model_name="ldl_jax",
-        input_names=["images"],
-        output_names=["probabilities"],
-        return_mode="file",
-        output_path=str(path),
-    )
+    with contextlib.redirect_stdout(io.StringIO()):  # jax2onnx prints "DEBUG: ..." lines
+        to_onnx(
+            lambda batch: _replay(traced, batch)[0],
+            [images],
+            model_name="ldl_jax",
+            input_names=["images"],
+            output_names=["probabilities"],
+            return_mode="file",
+            output_path=str(path),
+        )
     (out / "class_names.json").write_text(json.dumps(model.class_names))
     return {"onnx": str(path)}
 
