@@ -97,6 +97,17 @@ def synthetic_dir(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="session")
+def trained_workdir(synthetic_dir, tmp_path_factory):
+    """A workdir of the tiny config trained 2 steps on `synthetic_dir` (evaluation, prediction
+    and export tests read it; they may add files under its eval/ only)."""
+    from ldl_jax import train
+
+    workdir = tmp_path_factory.mktemp("trained")
+    train.train_and_evaluate(make_data_config(synthetic_dir), workdir)
+    return workdir
+
+
 @pytest.fixture
 def tiny_config():
     return make_tiny_config()

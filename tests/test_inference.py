@@ -1,12 +1,11 @@
-"""Evaluation reports, prediction on image files (with and without face detection), export."""
+"""Evaluation reports: exact metrics of fixed logits, and `--mode=eval` on every named set."""
 
 import json
 
 import numpy as np
 import pytest
-from PIL import Image
 
-from ldl_jax import evaluation, export, inference, predict, steps, synthetic, train
+from ldl_jax import evaluation, steps, train
 from ldl_jax.data import batches as batch_lib
 from tests.conftest import make_data_config
 
@@ -54,13 +53,6 @@ def test_eval_metrics_of_fixed_logits_are_exact():
     np.testing.assert_allclose(metrics["mean_distribution"], expected_mean, rtol=1e-5)
 
 
-@pytest.fixture(scope="module")
-def trained_workdir(synthetic_dir, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("trained")
-    train.train_and_evaluate(make_data_config(synthetic_dir), workdir)
-    return workdir
-
-
 def test_eval_mode_reports_every_named_set(synthetic_dir, trained_workdir):
     config = make_data_config(synthetic_dir)
     config.eval_sets = {
@@ -77,78 +69,3 @@ def test_eval_mode_reports_every_named_set(synthetic_dir, trained_workdir):
         png = (out / f"confusion_{name}.png").read_bytes()
         assert png.startswith(b"\x89PNG")
         assert len(png) > 5000  # a drawn matrix with labels, not an empty canvas
-
-
-@pytest.fixture(scope="module")
-def face_images(tmp_path_factory):
-    """A synthetic face pasted large onto a plain background, and an image with no face."""
-    folder = tmp_path_factory.mktemp("photos")
-    faces = tmp_path_factory.mktemp("faces") / "set"
-    synthetic.make_synthetic_fer(faces, num_train=21, num_test=1, image_size=96, num_neighbors=20)
-    face = Image.open(faces / "images" / "test" / "00000.jpg").resize((200, 200))
-    photo = Image.new("RGB", (360, 280), (90, 120, 150))
-    photo.paste(face, (100, 40))
-    photo.save(folder / "with_face.jpg")
-    rng = np.random.default_rng(0)
-    Image.fromarray(rng.integers(100, 140, (200, 300, 3), dtype=np.uint8)).save(
-        folder / "no_face.png"
-    )
-    return folder
-
-
-def test_predict_without_detection_gives_one_distribution_per_image(trained_workdir, face_images):
-    model = inference.load(trained_workdir, "best")
-    assert model.step == 2
-    paths = predict.list_images([str(face_images)])
-    assert [p.name for p in paths] == ["no_face.png", "with_face.jpg"]
-    records = predict.predict_files(model, paths, batch_size=4)
-    assert len(records) == 2
-    for record in records:
-        probabilities = np.array(list(record["probabilities"].values()))
-        np.testing.assert_allclose(probabilities.sum(), 1.0, rtol=1e-5)
-        assert record["prediction"] == model.class_names[int(probabilities.argmax())]
-
-
-def test_predict_detects_faces_and_reports_images_without(trained_workdir, face_images, tmp_path):
-    model = inference.load(trained_workdir)
-    records = predict.predict_files(model, predict.list_images([str(face_images)]), detect=True)
-    by_name = {}
-    for record in records:
-        by_name.setdefault(record["path"].rsplit("/", 1)[-1], []).append(record)
-    assert by_name["no_face.png"] == [
-        {
-            "path": str(face_images / "no_face.png"),
-            "face": predict.NO_FACE,
-            "prediction": None,
-            "probabilities": None,
-        }
-    ]
-    (face,) = by_name["with_face.jpg"]
-    x, y, w, h = face["face"]
-    # The box's centre lies in the middle of the 200x200 face image pasted at (100, 40).
-    assert 60 <= x + w / 2 - 100 <= 140 and 60 <= y + h / 2 - 40 <= 140 and 80 <= w <= 240
-    assert face["prediction"] in model.class_names
-
-    out = tmp_path / "predictions.csv"
-    predict.write_records(records, out, model.class_names)
-    lines = out.read_text().splitlines()
-    assert lines[0].split(",") == ["path", "face", "prediction", *model.class_names]
-    assert len(lines) == 1 + len(records)
-    assert any(predict.NO_FACE in line for line in lines)
-
-
-def test_exported_saved_model_matches_jax(trained_workdir, tmp_path):
-    import tensorflow as tf
-
-    model = inference.load(trained_workdir)
-    paths = export.export_saved_model(model, tmp_path / "exported")
-    served = tf.saved_model.load(paths["saved_model"]).signatures["serving_default"]
-    rng = np.random.default_rng(0)
-    for batch_size in (3, 8):  # one SavedModel serves any batch size
-        images = rng.integers(0, 256, (batch_size, 16, 16, 3), dtype=np.uint8)
-        got = served(images=tf.constant(images))["probabilities"].numpy()
-        np.testing.assert_allclose(got, model.probabilities(images), atol=1e-4)
-    names = json.loads((tmp_path / "exported" / "class_names.json").read_text())
-    assert names == model.class_names
-    with pytest.raises(FileExistsError):
-        export.export_saved_model(model, tmp_path / "exported")

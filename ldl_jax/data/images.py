@@ -1,7 +1,9 @@
 """Decoding every image once, resized to the input size, into one uint8 array (TensorFlow).
 
 `load_images` decodes in parallel with tf.data, in memory or into a reusable memmap cache for
-large sets; `resize_uint8` is the test transform's resize (also used by `ldl_jax.predict`).
+large sets. `decode_rgb` and `resize_uint8` are its decode and the test transform's resize;
+`ldl_jax.predict` calls the same two, so a file gets the same pixels in prediction as in
+evaluation.
 """
 
 from __future__ import annotations
@@ -81,9 +83,14 @@ def resize_uint8(image, image_size: int) -> tf.Tensor:
     return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
 
 
+def decode_rgb(contents) -> tf.Tensor:
+    """(H, W, 3) uint8 of an encoded JPEG, PNG, BMP, WebP or GIF (its first frame); grayscale
+    and RGBA become RGB. The pixels are as stored: TensorFlow ignores EXIF orientation."""
+    return tf.io.decode_image(contents, channels=3, expand_animations=False)
+
+
 def _decode_resize(path: tf.Tensor, image_size: int) -> tf.Tensor:
-    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-    return resize_uint8(image, image_size)
+    return resize_uint8(decode_rgb(tf.io.read_file(path)), image_size)
 
 
 def _decode_into(out: np.ndarray, paths: list[str], image_size: int, num_parallel: int) -> None:
