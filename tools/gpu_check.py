@@ -187,12 +187,12 @@ def run_bench(spec: dict, report) -> None:
 def read_images(paths, size: int):
     """(N, size, size, 3) uint8 from image files already at `size` (PIL, no TensorFlow)."""
     import numpy as np
-
-    from ldl_jax.predict import read_rgb
+    from PIL import Image
 
     images = np.zeros((len(paths), size, size, 3), np.uint8)
     for row, path in enumerate(paths):
-        image = read_rgb(path)
+        with Image.open(path) as file:
+            image = np.asarray(file.convert("RGB"))
         if image.shape != images.shape[1:]:
             raise ValueError(f"{path}: {image.shape[1]}x{image.shape[0]}, expected {size}x{size}")
         images[row] = image
