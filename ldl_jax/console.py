@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import pathlib
 import re
 import sys
 import tempfile
@@ -127,12 +128,13 @@ class _ConsoleHandler(logging.Handler):
 
 
 class _ShortFormatter(logging.Formatter):
-    """The message alone; `warning: `/`error: ` before those."""
+    """The message alone; `WARNING: `, `ERROR: ` before those (a failed run's last line, from
+    `ldl_jax.main`, is the one that starts with `error: `)."""
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
         if record.levelno >= logging.WARNING:
-            return f"{record.levelname.lower()}: {text}"
+            return f"{record.levelname}: {text}"
         return text
 
 
@@ -215,6 +217,15 @@ def show(text: str) -> None:
     if _console.progress_stream is not None:
         tqdm.tqdm.write(text, file=sys.stdout)
         sys.stdout.flush()
+
+
+def shown_path(path) -> str:
+    """`path` relative to the working directory where it lies below it, as people typed it."""
+    path = pathlib.Path(path)
+    try:
+        return str(path.relative_to(pathlib.Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def log_only(text: str, error: bool = False) -> None:

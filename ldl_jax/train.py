@@ -139,7 +139,7 @@ def open_run(config, workdir, state, parallelism, train_data, new_meta: dict):
     logging.info(
         "%s parameters; the full log goes to %s",
         f"{parameter_overview.count_parameters(state.params):,}",
-        workdir / run_log_name("train"),
+        console.shown_path(workdir / run_log_name("train")),
     )
     return state, meta, checkpoints, writer
 
@@ -158,9 +158,10 @@ def show_summary(rows: dict[str, dict[str, str]], best: str | None, workdir, sta
     lines = [f"Done in {console.duration(time.monotonic() - started)}."]
     if best is not None:
         lines.append(f"Best val {best} (checkpoint 'best').")
+    shown = console.shown_path(workdir)
     lines.append(
-        f"Outputs in {workdir}: {EVAL_RESULTS_FILE}, checkpoints/, {run_log_name('train')}; "
-        f"TensorBoard: tensorboard --logdir {workdir}"
+        f"Outputs in {shown}: {EVAL_RESULTS_FILE}, checkpoints/, {run_log_name('train')}; "
+        f"TensorBoard: tensorboard --logdir {shown}"
     )
     console.show("\n".join(lines))
 
@@ -374,5 +375,7 @@ def write_checkpoint_evaluation(
         _write_json(out / EVAL_RESULTS_FILE, results)
     writer.flush()
     console.show(console.table({name: describe(metrics) for name, metrics in results.items()}))
-    console.show(f"Results of the {restored.which} checkpoint (step {step}) in {out}")
+    console.show(
+        f"Results of the {restored.which} checkpoint (step {step}) in {console.shown_path(out)}"
+    )
     return results
