@@ -348,6 +348,9 @@ class Progress:
         self.n += count
         if self._line is not None:
             self._line.update(count)
+        elif self._stream is not None and self.n - count == self._start_n:
+            # A plain line's rate counts from the first update on: the first step compiles.
+            self._last_time, self._last_n = time.monotonic(), self.n
         elif self._stream is not None and time.monotonic() - self._last_time >= PLAIN_INTERVAL_S:
             self._print_plain()
 

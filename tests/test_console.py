@@ -6,6 +6,7 @@ import io
 import json
 import re
 import sys
+import time
 
 import pytest
 
@@ -90,16 +91,20 @@ def test_a_terminal_gets_one_line_redrawn_with_rate_eta_and_loss(progress_to):
     assert re.fullmatch(r"train: 4/4 step 100% \S+ \[00:00<00:00, \d+ img/s, loss 1\.500\]", final)
 
 
-def test_elsewhere_progress_is_plain_lines_with_an_eta(progress_to, monkeypatch):
+def test_elsewhere_progress_is_plain_lines_whose_rate_leaves_out_the_first_step(
+    progress_to, monkeypatch
+):
     monkeypatch.setattr(console, "PLAIN_INTERVAL_S", 0.0)  # a line at every update
     log = io.StringIO()
     progress_to(log)
-    with console.Progress("eval val", 3, unit="batch", initial=1) as progress:
-        progress.update()
-        progress.update()
+    with console.Progress("eval val", 4, unit="batch", initial=1) as progress:
+        time.sleep(1.0)  # the first step, compiling
+        for _ in range(3):
+            progress.update()
     assert "\r" not in log.getvalue()
     lines = log.getvalue().splitlines()
-    assert len(lines) == 2, lines
-    for line, count, percent in zip(lines, (2, 3), (67, 100), strict=True):
-        expected = rf"eval val: {count}/3 batch +{percent}% \[\d\d:\d\d<\d\d:\d\d, [\d.]+ batch/s\]"
-        assert re.fullmatch(expected, line), line
+    assert len(lines) == 2, lines  # none after the first step: its rate would say little
+    for line, count, percent in zip(lines, (3, 4), (75, 100), strict=True):
+        expected = rf"eval val: {count}/4 batch +{percent}% \[\d\d:\d\d<00:00, ([\d.]+) batch/s\]"
+        match = re.fullmatch(expected, line)
+        assert match and float(match.group(1)) > 5, line  # with the first step: < 3 batch/s
