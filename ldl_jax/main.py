@@ -5,6 +5,10 @@ or not writable) end with one line on stderr naming the culprit and exit code 2;
 (a checkpoint that cannot be read or saved, ...) exit 1. Only `--verbose` shows the traceback. A
 training run holds `WORKDIR/lock.json` while it runs.
 
+The console shows progress, results, warnings and errors (`ldl_jax.console`); the full log, the
+libraries' INFO lines included, goes to `WORKDIR/train.log` (`--mode=eval`: `eval.log` next to
+its results). `--verbose_logs` (or `--verbosity=1`) shows it all on the console too.
+
   python -m ldl_jax.main --config=configs/synthetic.py --workdir=runs/synthetic
   python -m ldl_jax.main --config=configs/resnet50_raf.py --workdir=runs/raf \\
       --config.data.image_dir=/data/raf/aligned --config.batch_size=64
@@ -16,13 +20,18 @@ import os
 import re
 import sys
 
-import jax
-import tensorflow as tf
-from absl import app, flags, logging
-from ml_collections import config_flags
+from ldl_jax import console
 
-from ldl_jax import checkpointing, train, va_train, workdir_lock
-from ldl_jax.data import tables
+# TensorFlow's C++ INFO logs off (set it to 0 to see them); its banners as it loads go to the log.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+with console.native_load_held():
+    import jax
+    import tensorflow as tf
+    from absl import app, flags, logging
+    from ml_collections import config_flags
+
+    from ldl_jax import checkpointing, train, va_train, workdir_lock
+    from ldl_jax.data import tables
 
 TRAINERS = {"ldl": train, "va": va_train}  # config.task -> its loop module
 
@@ -41,6 +50,12 @@ flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (with -
 flags.DEFINE_integer("num_processes", None, "Number of processes (with --distributed).")
 flags.DEFINE_integer("process_id", None, "This process's index (with --distributed).")
 flags.DEFINE_bool("verbose", False, "Show the full traceback of an error.")
+flags.DEFINE_bool(
+    "verbose_logs",
+    False,
+    "Show every library's log lines on the console (orbax, JAX, ...); they always go to "
+    "WORKDIR/train.log. --verbosity=1 does too, with DEBUG lines.",
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 # Errors in what the user gave us (exit code 2); anything else is a runtime failure (1).
@@ -56,6 +71,7 @@ INPUT_ERRORS = (
 
 
 def _fail(error: BaseException, code: int) -> None:
+    console.log_only(f"{error}", error=True)
     sys.stderr.write(f"error: {error}\n")  # one write: background threads may log meanwhile
     sys.exit(code)
 
@@ -110,10 +126,12 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     sys.unraisablehook = _drop_closed_loop_reports
+    console.setup(verbose_logs=FLAGS.verbose_logs or FLAGS.verbosity >= 1)
     # TensorFlow only feeds data: keep it off the accelerators JAX uses.
     tf.config.set_visible_devices([], "GPU")
     if FLAGS.distributed:
         initialize_distributed()
+    console.show_progress(jax.process_index() == 0)
     logging.info(
         "JAX process %d / %d, devices: %s", jax.process_index(), jax.process_count(), jax.devices()
     )

@@ -8,6 +8,7 @@ the restored model from `ldl_jax.inference.restore_variables`.
 
 import json
 import pathlib
+import time
 from typing import Any
 
 import jax
@@ -18,6 +19,7 @@ from clu import metric_writers, parameter_overview, periodic_actions
 from ldl_jax import (
     checkpointing,
     config_checks,
+    console,
     data,
     evaluation,
     inference,
@@ -37,14 +39,36 @@ def _evaluate_set(
     """Evaluates one `data.EvalSet` with {'params', 'batch_stats'} = `variables`; each process
     feeds its slice of every padded global batch. A set with crowd distributions also gets
     `ldl_measures` (`evaluation.distribution_measures` with `probabilities`)."""
-    placed = (parallelism.place_batch(b) for b in eval_set.batches(config.eval_batch_size))
-    metrics = evaluation.evaluate(eval_step, variables["params"], variables["batch_stats"], placed)
+    batch_size = config.eval_batch_size
+    with console.Progress(
+        f"eval {eval_set.name}",
+        -(-eval_set.num_rows // batch_size),
+        unit="batch",
+        scale=batch_size,
+        scaled_unit="img",
+        leave=False,
+    ) as progress:
+        batches = progress.iterate(eval_set.batches(batch_size))
+        placed = (parallelism.place_batch(b) for b in batches)
+        metrics = evaluation.evaluate(
+            eval_step, variables["params"], variables["batch_stats"], placed
+        )
     crowd = eval_set.table.distributions
     if crowd is not None:
         metrics["ldl_measures"] = evaluation.distribution_measures(
             probabilities, variables, eval_set.images, crowd, config.eval_batch_size
         )
     return metrics
+
+
+def table_row(metrics: dict[str, Any]) -> dict[str, str]:
+    """A set's row of the console's results table."""
+    return {
+        "accuracy": console.percent(metrics["accuracy"]),
+        "balanced": console.percent(metrics["balanced_accuracy"]),
+        "images": str(metrics["num_examples"]),
+        "step": str(metrics["step"]),
+    }
 
 
 def _variables(state) -> dict:
@@ -116,17 +140,46 @@ def open_run(config, workdir, state, parallelism, train_data, new_meta: dict):
 
     train_data.decode(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    console.open_log_file(workdir / run_log_name("train"))
     if jax.process_index() == 0:
         _write_json(workdir / "config.json", json.loads(config.to_json_best_effort()))
     writer = metric_writers.create_default_writer(
         workdir, just_logging=jax.process_index() > 0, asynchronous=False
     )
-    parameter_overview.log_parameter_overview(state.params)
+    parameter_overview.log_parameter_overview(state.params)  # to the log file
+    logging.info(
+        "%s parameters; the full log goes to %s",
+        f"{parameter_overview.count_parameters(state.params):,}",
+        console.shown_path(workdir / run_log_name("train")),
+    )
     return state, meta, checkpoints, writer
+
+
+def run_log_name(kind: str) -> str:
+    """`train.log` or `eval.log`; `train.process1.log`, ... for the other processes."""
+    index = jax.process_index()
+    return f"{kind}.log" if index == 0 else f"{kind}.process{index}.log"
+
+
+def show_summary(rows: dict[str, dict[str, str]], best: str | None, workdir, started) -> None:
+    """The console's end of a training run: the results table (set -> `table_row`), the time
+    taken, the best validation (`best`, a phrase) and where the outputs are."""
+    if rows:
+        console.show(console.table(rows))
+    lines = [f"Done in {console.duration(time.monotonic() - started)}."]
+    if best is not None:
+        lines.append(f"Best val {best} (checkpoint 'best').")
+    shown = console.shown_path(workdir)
+    lines.append(
+        f"Outputs in {shown}: {EVAL_RESULTS_FILE}, checkpoints/, {run_log_name('train')}; "
+        f"TensorBoard: tensorboard --logdir {shown}"
+    )
+    console.show("\n".join(lines))
 
 
 def train_and_evaluate(config, workdir) -> dict[str, Any]:
     """Trains (or resumes) in `workdir`; returns the final evaluation results."""
+    started = time.monotonic()
     train_data = data.open_train_data(config)
     workdir = data.resolve(workdir)
     steps_per_epoch = train_data.steps_per_epoch
@@ -170,11 +223,20 @@ def train_and_evaluate(config, workdir) -> dict[str, Any]:
     )
     train_metrics = _MetricBuffer()
     results = {}  # per set: the latest evaluation
+    progress = console.Progress(
+        "train",
+        num_train_steps,
+        unit="step",
+        initial=start_step,
+        scale=config.batch_size,
+        scaled_unit="img",
+    )
 
     def log_train_metrics(step):
         summary = train_metrics.flush()
         if summary is not None:
             writer.write_scalars(step, summary)
+            progress.set(loss=f"{summary['train/loss']:.3f}")
 
     def synced_host_state():
         nonlocal state
@@ -182,36 +244,45 @@ def train_and_evaluate(config, workdir) -> dict[str, Any]:
         state = parallelism.sync_batch_stats(state)
         return parallelism.host_state(state)
 
-    for step in range(start_step + 1, num_train_steps + 1):
-        with jax.profiler.StepTraceAnnotation("train", step_num=step):
-            state, metrics = train_step(state, next(batches))
-        train_metrics.append(step, metrics)
-        report_progress(step)
-        is_last = step == num_train_steps
-        if step % config.log_every_steps == 0 or is_last:
-            log_train_metrics(step)
-        if "val" in eval_sets and (step % config.val_interval == 0 or is_last):
-            host_state = synced_host_state()
-            val = _evaluate_set(
-                config,
-                parallelism,
-                eval_step,
-                probabilities,
-                _variables(host_state),
-                eval_sets["val"],
-            )
-            results["val"] = {**val, "step": step}
-            _write_eval_scalars(writer, step, "val", val)
-            meta["val_history"].append({"step": step, "accuracy": val["accuracy"]})
-            best = meta["best_val_accuracy"]
-            if best is None or val["accuracy"] > best:
-                meta["best_val_accuracy"] = val["accuracy"]
-                checkpoints.save(
-                    host_state, meta, checkpointing.BEST, metrics={"accuracy": val["accuracy"]}
+    with progress:
+        for step in range(start_step + 1, num_train_steps + 1):
+            with jax.profiler.StepTraceAnnotation("train", step_num=step):
+                state, metrics = train_step(state, next(batches))
+            train_metrics.append(step, metrics)
+            report_progress(step)
+            progress.update()
+            is_last = step == num_train_steps
+            if step % config.log_every_steps == 0 or is_last:
+                log_train_metrics(step)
+            if "val" in eval_sets and (step % config.val_interval == 0 or is_last):
+                host_state = synced_host_state()
+                val = _evaluate_set(
+                    config,
+                    parallelism,
+                    eval_step,
+                    probabilities,
+                    _variables(host_state),
+                    eval_sets["val"],
                 )
-        end_of_epoch = step % steps_per_epoch == 0
-        if is_last or (end_of_epoch and (step // steps_per_epoch) % config.save_interval == 0):
-            checkpoints.save(synced_host_state(), meta)
+                results["val"] = {**val, "step": step}
+                _write_eval_scalars(writer, step, "val", val)
+                meta["val_history"].append({"step": step, "accuracy": val["accuracy"]})
+                best = meta["best_val_accuracy"]
+                is_best = best is None or val["accuracy"] > best
+                console.show(
+                    f"step {step}/{num_train_steps}: val accuracy "
+                    f"{console.percent(val['accuracy'])}, balanced "
+                    f"{console.percent(val['balanced_accuracy'])}"
+                    + (" (best so far)" if is_best else "")
+                )
+                if is_best:
+                    meta["best_val_accuracy"] = val["accuracy"]
+                    checkpoints.save(
+                        host_state, meta, checkpointing.BEST, metrics={"accuracy": val["accuracy"]}
+                    )
+            end_of_epoch = step % steps_per_epoch == 0
+            if is_last or (end_of_epoch and (step // steps_per_epoch) % config.save_interval == 0):
+                checkpoints.save(synced_host_state(), meta)
 
     step = num_train_steps
     host_state = synced_host_state()
@@ -235,6 +306,11 @@ def train_and_evaluate(config, workdir) -> dict[str, Any]:
     writer.flush()
     checkpoints.wait_until_finished()
     checkpoints.close()
+    best = None
+    if meta["val_history"]:
+        best_entry = max(meta["val_history"], key=lambda entry: entry["accuracy"])  # the first
+        best = f"accuracy {console.percent(best_entry['accuracy'])} at step {best_entry['step']}"
+    show_summary({name: table_row(results[name]) for name in eval_sets}, best, workdir, started)
     return results
 
 
@@ -273,6 +349,7 @@ def evaluate_checkpoint(config, workdir, checkpoint: str = "latest") -> dict[str
             config, parallelism, eval_step, probabilities, restored.variables, eval_set
         ),
         _write_eval_scalars,
+        table_row,
         plot_confusion,
     )
 
@@ -287,18 +364,20 @@ def read_checked_eval_sets(config) -> dict:
 
 
 def write_checkpoint_evaluation(
-    config, workdir, restored, eval_sets, evaluate_set, write_scalars, report=None
+    config, workdir, restored, eval_sets, evaluate_set, write_scalars, describe, report=None
 ) -> dict[str, Any]:
     """Evaluates a restored checkpoint on every set and writes WORKDIR/eval/WHICH-STEP/.
 
     Shared by the LDLVA and the VA `--mode=eval`: each set is decoded, measured by
     `evaluate_set(eval_set) -> metrics`, written to TensorBoard by `write_scalars(writer, step,
     name, metrics)` and passed to `report(name, metrics, out)` (process 0 only) for whatever
-    else the task writes; all sets' metrics go to `eval_results.json`.
+    else the task writes; all sets' metrics go to `eval_results.json`, and a table of their
+    `describe(metrics)` rows to the console. The log goes to `eval.log` there.
     """
     step = restored.step
     out = data.resolve(workdir) / "eval" / f"{restored.which}-{step}"
     out.mkdir(parents=True, exist_ok=True)
+    console.open_log_file(out / run_log_name("eval"))
     writer = metric_writers.create_default_writer(
         out, just_logging=jax.process_index() > 0, asynchronous=False
     )
@@ -313,4 +392,8 @@ def write_checkpoint_evaluation(
     if jax.process_index() == 0:
         _write_json(out / EVAL_RESULTS_FILE, results)
     writer.flush()
+    console.show(console.table({name: describe(metrics) for name, metrics in results.items()}))
+    console.show(
+        f"Results of the {restored.which} checkpoint (step {step}) in {console.shown_path(out)}"
+    )
     return results

@@ -13,14 +13,14 @@ Devices: `config.parallel = "mesh"` (one device or many, one global program). Th
 signature carries `task: "va"`, so an LDLVA workdir is never resumed as a VA one or back.
 """
 
+import time
 from typing import Any
 
 import jax
 import numpy as np
-from absl import logging
 from clu import periodic_actions
 
-from ldl_jax import checkpointing, data, inference, parallel, train, va_model
+from ldl_jax import checkpointing, console, data, inference, parallel, train, va_model
 from ldl_jax.train_state import create_optimizer
 
 EVAL_RESULTS_FILE = train.EVAL_RESULTS_FILE
@@ -57,6 +57,12 @@ def _evaluate_set(config, parallelism, predict, variables, eval_set) -> dict[str
     return va_model.va_metrics(predictions, eval_set.table.va)
 
 
+def table_row(metrics: dict[str, Any]) -> dict[str, str]:
+    """A set's row of the console's results table."""
+    row = {key: f"{metrics[key]:.4f}" for key in ("ccc", "ccc_valence", "ccc_arousal", "rmse")}
+    return {**row, "images": str(metrics["num_examples"]), "step": str(metrics["step"])}
+
+
 def _write_scalars(writer, step: int, name: str, metrics: dict[str, Any]) -> None:
     writer.write_scalars(step, {f"{name}/{key}": metrics[key] for key in SCALARS})
 
@@ -67,6 +73,7 @@ def _variables(state) -> dict:
 
 def train_and_evaluate(config, workdir) -> dict[str, Any]:
     """Trains (or resumes) the VA regressor in `workdir`; returns the final evaluations."""
+    started = time.monotonic()
     _check_task(config)
     train_data = data.open_train_data(config)
     workdir = data.resolve(workdir)
@@ -102,40 +109,56 @@ def train_and_evaluate(config, workdir) -> dict[str, Any]:
     )
     train_metrics = train._MetricBuffer()
     results = {}
+    progress = console.Progress(
+        "train",
+        num_train_steps,
+        unit="step",
+        initial=start_step,
+        scale=config.batch_size,
+        scaled_unit="img",
+    )
 
     def log_train_metrics(step):
         summary = train_metrics.flush()  # raises on a non-finite loss, naming the step
         if summary is not None:
             writer.write_scalars(step, summary)
+            progress.set(loss=f"{summary['train/loss']:.4f}")
 
     def evaluate(name, step):
         metrics = _evaluate_set(config, parallelism, predict, _variables(state), eval_sets[name])
         _write_scalars(writer, step, name, metrics)
         return {**metrics, "step": step}
 
-    for step in range(start_step + 1, num_train_steps + 1):
-        with jax.profiler.StepTraceAnnotation("train", step_num=step):
-            state, metrics = train_step(state, next(batches))
-        train_metrics.append(step, metrics)
-        report_progress(step)
-        is_last = step == num_train_steps
-        if step % config.log_every_steps == 0 or is_last:
-            log_train_metrics(step)
-        if "val" in eval_sets and (step % config.val_interval == 0 or is_last):
-            log_train_metrics(step)  # never evaluate or save after a non-finite loss
-            results["val"] = evaluate("val", step)
-            val_ccc = results["val"]["ccc"]
-            meta["val_history"].append(
-                {"step": step, "ccc": val_ccc, "rmse": results["val"]["rmse"]}
-            )
-            if meta["best_val_ccc"] is None or val_ccc > meta["best_val_ccc"]:
-                meta["best_val_ccc"] = val_ccc
-                # The best series ranks checkpoints by 'accuracy': here the mean val CCC.
-                checkpoints.save(state, meta, checkpointing.BEST, metrics={"accuracy": val_ccc})
-        end_of_epoch = step % steps_per_epoch == 0
-        if is_last or (end_of_epoch and (step // steps_per_epoch) % config.save_interval == 0):
-            log_train_metrics(step)
-            checkpoints.save(state, meta)
+    with progress:
+        for step in range(start_step + 1, num_train_steps + 1):
+            with jax.profiler.StepTraceAnnotation("train", step_num=step):
+                state, metrics = train_step(state, next(batches))
+            train_metrics.append(step, metrics)
+            report_progress(step)
+            progress.update()
+            is_last = step == num_train_steps
+            if step % config.log_every_steps == 0 or is_last:
+                log_train_metrics(step)
+            if "val" in eval_sets and (step % config.val_interval == 0 or is_last):
+                log_train_metrics(step)  # never evaluate or save after a non-finite loss
+                results["val"] = evaluate("val", step)
+                val_ccc = results["val"]["ccc"]
+                meta["val_history"].append(
+                    {"step": step, "ccc": val_ccc, "rmse": results["val"]["rmse"]}
+                )
+                is_best = meta["best_val_ccc"] is None or val_ccc > meta["best_val_ccc"]
+                console.show(
+                    f"step {step}/{num_train_steps}: val CCC {val_ccc:.4f}, RMSE "
+                    f"{results['val']['rmse']:.4f}" + (" (best so far)" if is_best else "")
+                )
+                if is_best:
+                    meta["best_val_ccc"] = val_ccc
+                    # The best series ranks checkpoints by 'accuracy': here the mean val CCC.
+                    checkpoints.save(state, meta, checkpointing.BEST, metrics={"accuracy": val_ccc})
+            end_of_epoch = step % steps_per_epoch == 0
+            if is_last or (end_of_epoch and (step // steps_per_epoch) % config.save_interval == 0):
+                log_train_metrics(step)
+                checkpoints.save(state, meta)
 
     step = int(state.step)
     for name in eval_sets:
@@ -153,6 +176,12 @@ def train_and_evaluate(config, workdir) -> dict[str, Any]:
     writer.flush()
     checkpoints.wait_until_finished()
     checkpoints.close()
+    best = None
+    if meta["val_history"]:
+        best_entry = max(meta["val_history"], key=lambda entry: entry["ccc"])  # the first
+        best = f"CCC {best_entry['ccc']:.4f} at step {best_entry['step']}"
+    rows = {name: table_row(results[name]) for name in eval_sets}
+    train.show_summary(rows, best, workdir, started)
     return results
 
 
@@ -190,10 +219,6 @@ def evaluate_checkpoint(config, workdir, checkpoint: str = "latest") -> dict[str
     restored = _restore(workdir, checkpoint, config)
     parallelism = parallel.create(config)
     predict = _compile_predict(parallelism, restored.model)
-
-    def log_metrics(name, metrics, _):
-        logging.info("[%d] %s: %s", restored.step, name, {k: round(metrics[k], 4) for k in SCALARS})
-
     return train.write_checkpoint_evaluation(
         config,
         workdir,
@@ -201,5 +226,5 @@ def evaluate_checkpoint(config, workdir, checkpoint: str = "latest") -> dict[str
         eval_sets,
         lambda eval_set: _evaluate_set(config, parallelism, predict, restored.variables, eval_set),
         _write_scalars,
-        log_metrics,
+        table_row,
     )

@@ -20,8 +20,9 @@ from tests import trainer_cli
 from tests.conftest import latest_state, make_data_config
 
 NUM_STEPS = 40  # 4 epochs of 10 steps: latest checkpoints at 10, 20, 30 and 40
-FLAGS = (f"--config.num_train_steps={NUM_STEPS}", "--config.save_interval=1")
-TRAIN_LOG = re.compile(r"\] \[(\d+)\] train/")  # the metrics line logged after every step
+# --verbose_logs: the metrics line logged after every step reaches stderr (not only train.log).
+FLAGS = (f"--config.num_train_steps={NUM_STEPS}", "--config.save_interval=1", "--verbose_logs")
+TRAIN_LOG = re.compile(r"\] \[(\d+)\] train/")
 SAVING = ".orbax-checkpoint-tmp"  # a checkpoint being written; renamed once complete
 
 

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
+from ldl_jax import console
 from ldl_jax.data.tables import DataError
 
 _DECODE_BATCH = 64
@@ -109,9 +110,11 @@ def _decode_into(out: np.ndarray, paths: list[str], image_size: int, num_paralle
     )
     done = 0
     try:
-        for batch in dataset.as_numpy_iterator():
-            out[done : done + len(batch)] = batch
-            done += len(batch)
+        with console.Progress("decode images", len(paths), unit="img") as progress:
+            for batch in dataset.as_numpy_iterator():
+                out[done : done + len(batch)] = batch
+                done += len(batch)
+                progress.update(len(batch))
     except tf.errors.OpError as error:
         row = _first_undecodable(paths, done, image_size)
         raise DataError(
