@@ -59,9 +59,7 @@ def test_configs_run_the_reference_unless_a_variant_is_named(name):
     assert (deviations.neighbor_distribution, deviations.lamb_class_mean) == ("label", "consensus")
     # Nothing else differs, but for the synthetic config's lambda learning rate from scratch.
     changed = {
-        key
-        for key, value in reference.to_dict().items()
-        if deviations.to_dict()[key] != value
+        key for key, value in reference.to_dict().items() if deviations.to_dict()[key] != value
     }
     expected = {"lamb_fixed_class_mean", "lamb_class_mean", "neighbor_distribution"}
     expected |= {"prior_correction"} | ({"lamb_lr"} if name == "synthetic" else set())

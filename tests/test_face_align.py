@@ -25,7 +25,9 @@ def test_similarity_transform_refuses_mismatched_points():
         face_align.similarity_transform(np.zeros((5, 2)), np.zeros((4, 2)))
 
 
-@pytest.mark.parametrize("angle, scale, size", [(0.0, 3.0, 112), (-28.0, 2.2, 100), (15.0, 4.5, 224)])
+@pytest.mark.parametrize(
+    "angle, scale, size", [(0.0, 3.0, 112), (-28.0, 2.2, 100), (15.0, 4.5, 224)]
+)
 def test_aligning_a_photo_puts_its_landmarks_on_the_template(angle, scale, size):
     """Five bright dots drawn at known positions of a rotated, scaled 'photo' land within a
     pixel of the template of the output size after alignment."""

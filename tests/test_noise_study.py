@@ -94,7 +94,9 @@ def test_split_rebuilds_the_training_rows_neighbours_among_themselves(tmp_path):
     held_out = np.array([3, 7, 20])
     train, val = noise_splits.split_noisy_table(path, noisy, held_out)
     kept = np.setdiff1d(np.arange(num_rows), held_out)
-    assert val["subDirectory_filePath"].tolist() == clean["subDirectory_filePath"][held_out].tolist()
+    assert (
+        val["subDirectory_filePath"].tolist() == clean["subDirectory_filePath"][held_out].tolist()
+    )
     np.testing.assert_array_equal(val["expression"], noisy[held_out])
     np.testing.assert_array_equal(val["expression_backup"], clean["expression"][held_out])
     np.testing.assert_array_equal(train["expression"], noisy[kept])

@@ -496,6 +496,7 @@ def run_study(args) -> dict[str, dict]:
         )
 
     runs_dir = out / "runs"
+
     def train(run):
         variant = METHODS[run["method"]].variant
         train_one(args, runs_dir / run["name"], variant, jobs[run["name"]])
