@@ -21,6 +21,7 @@ Writes into `--out` (default WORKDIR/inspect/CHECKPOINT-STEP):
 """
 
 import json
+import os
 import pathlib
 import sys
 
@@ -29,8 +30,13 @@ import numpy as np
 import pandas as pd
 from absl import app, flags
 
-from ldl_jax import inference, ldl, models, review_page
-from ldl_jax.data import tables
+from ldl_jax import console
+
+# TensorFlow (the image decoder) prints banners as it loads: they go to the held log.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+with console.native_load_held():
+    from ldl_jax import inference, ldl, models, review_page
+    from ldl_jax.data import tables
 
 FLAGS = flags.FLAGS
 CLEAN_LABEL_COLUMN = "expression_backup"
@@ -292,6 +298,7 @@ def inspect_run(
 
 
 def main(argv):
+    console.setup(verbose_logs=FLAGS.verbosity >= 1)  # library logs off the console
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     if not FLAGS.workdir:

@@ -23,6 +23,7 @@ import contextlib
 import csv
 import itertools
 import json
+import os
 import pathlib
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -30,7 +31,12 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 import numpy as np
 from absl import app, flags
 
-from ldl_jax import face_align, inference, photos, video
+from ldl_jax import console
+
+# TensorFlow (the shared decoder) prints banners as it loads: they go to the held log.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+with console.native_load_held():
+    from ldl_jax import face_align, inference, photos, video
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif")
 NO_FACE = "no face found"
@@ -226,6 +232,7 @@ def check_flags(paths: Sequence[pathlib.Path]) -> None:
 
 
 def main(argv):
+    console.setup(verbose_logs=FLAGS.verbosity >= 1)  # library logs off the console
     try:
         paths = list_inputs(argv[1:])
     except FileNotFoundError as error:
