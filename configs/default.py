@@ -69,6 +69,8 @@ def get_config(variant: str = DEFAULT_VARIANT):
     # accelerators, gathered and augmented inside the train step), 'host' (augmented by
     # TensorFlow threads) or 'auto' ('device' where they fit in half a device's memory).
     config.data.placement = "auto"
+    # The built-in synthetic set to generate first, if any (configs/synthetic.py sets it).
+    config.data.synthetic = None
     config.num_classes = 7
     config.class_names = ("Neutral", "Happy", "Sad", "Surprise", "Fear", "Disgust", "Anger")
     config.input_size = 112

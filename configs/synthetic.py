@@ -22,6 +22,7 @@ def get_config(variant: str = default.DEFAULT_VARIANT):
             "num_test": 500,
             "image_size": 48,
             "num_neighbors": 20,
+            "class_balance": "default",  # a key of ldl_jax/synthetic.py's CLASS_BALANCES
         }
     )
     config.data.image_dir = "data/synthetic/images"

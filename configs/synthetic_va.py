@@ -33,6 +33,7 @@ def get_config(seed: str = "1"):
             "num_test": 500,
             "image_size": 48,
             "num_neighbors": 20,
+            "class_balance": "default",
         }
     )
     config.data.image_dir = f"{data_dir}/images"

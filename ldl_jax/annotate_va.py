@@ -24,7 +24,7 @@ import jax
 import numpy as np
 from absl import app, flags, logging
 
-from ldl_jax import va_knn, va_model, va_train
+from ldl_jax import inference, va_knn, va_model
 from ldl_jax.data import images as images_lib
 from ldl_jax.data import tables
 
@@ -65,7 +65,13 @@ def annotate(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} must be positive")
-    config, model, variables, step = va_train.restore_regressor(workdir, checkpoint)
+    restored = inference.restore_regressor(workdir, checkpoint)
+    config, model, variables, step = (
+        restored.config,
+        restored.model,
+        restored.variables,
+        restored.step,
+    )
     frame, paths = tables.read_image_frame(csv_path, image_dir)
     if not 1 <= num_neighbors < len(frame):
         raise ValueError(
@@ -76,7 +82,7 @@ def annotate(
     chunks = []
     for start in range(0, len(paths), DECODE_CHUNK):
         images = images_lib.load_images(paths[start : start + DECODE_CHUNK], config.input_size)
-        chunks.append(va_train.predict_images(predict, variables, images, batch_size))
+        chunks.append(inference.predict_va(predict, variables, images, batch_size))
         logging.info("annotated %d / %d images", start + len(images), len(paths))
     va = np.concatenate(chunks)
     knn = va_knn.knn_in_va_space(va, num_neighbors)

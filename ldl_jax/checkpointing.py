@@ -60,36 +60,6 @@ def _one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {line}"
 
 
-def model_signature(config, num_train_rows: int) -> dict[str, Any]:
-    """The config values that fix the shapes of the train state.
-
-    A VA regressor's (`config.task = "va"`) carries its task, so an LDLVA workdir is never
-    resumed or restored as a VA one, or back; a run with the neighbour memory bank carries
-    `neighbors` (its state has the bank), and one with the prior correction carries
-    `prior_correction` (its BatchNorm statistics hold the marginals); runs without either keep
-    the signature they always had.
-    """
-    if config.get("task", "ldl") == "va":
-        return {
-            "task": "va",
-            "backbone": config.model.backbone,
-            "input_size": int(config.input_size),
-            "num_train_rows": int(num_train_rows),
-        }
-    signature = {
-        "backbone": config.model.backbone,
-        "num_classes": int(config.num_classes),
-        "input_size": int(config.input_size),
-        "num_train_rows": int(num_train_rows),
-    }
-    neighbors = config.get("neighbors", "forward")
-    if neighbors != "forward":
-        signature["neighbors"] = neighbors
-    if config.get("prior_correction", False):
-        signature["prior_correction"] = True
-    return signature
-
-
 def _restore_spec(leaf) -> jax.ShapeDtypeStruct:
     """Shape, dtype and sharding to restore a leaf into; unplaced leaves go to one device.
 

@@ -8,11 +8,9 @@ checked there too.
 
 import jax
 
-from ldl_jax import backbones, ldl, memory_bank, parallel, steps, va_model
-from ldl_jax.data import feeds
+from ldl_jax import backbones, config_fields
+from ldl_jax.config_fields import LDL, VA
 
-TASKS = ("ldl", va_model.TASK)
-DTYPES = ("float32", "bfloat16")
 POSITIVE_FIELDS = ("batch_size", "num_neighbors", "input_size", "eval_batch_size")
 
 
@@ -22,15 +20,15 @@ def validate_config(config) -> None:
     Raises:
       ValueError: naming the config field and what it must be.
     """
-    task = config.get("task", "ldl")
-    if task not in TASKS:
-        raise ValueError(f"config.task={task!r} is not one of {TASKS}")
+    task = config.task
+    if task not in config_fields.TASKS:
+        raise ValueError(f"config.task={task!r} is not one of {config_fields.TASKS}")
     if config.model.backbone not in backbones.BACKBONES:
         raise ValueError(
             f"config.model.backbone={config.model.backbone!r} is not one of "
             f"{sorted(backbones.BACKBONES)}"
         )
-    if config.model.dtype not in DTYPES:
+    if config.model.dtype not in config_fields.DTYPES:
         raise ValueError(f"config.model.dtype={config.model.dtype!r}: use 'float32' or 'bfloat16'")
     if len(config.class_names) != config.num_classes:
         raise ValueError(
@@ -40,36 +38,30 @@ def validate_config(config) -> None:
     for field in POSITIVE_FIELDS:
         if config[field] <= 0:
             raise ValueError(f"config.{field}={config[field]} must be positive")
-    neighbors = config.get("neighbors", memory_bank.FORWARD)
-    if neighbors not in memory_bank.NEIGHBOR_MODES:
-        raise ValueError(
-            f"config.neighbors={neighbors!r} is not one of {memory_bank.NEIGHBOR_MODES}"
-        )
-    if task == "ldl" and config.lamb_class_mean not in steps.LAMB_CLASS_MEANS:
-        raise ValueError(
-            f"config.lamb_class_mean={config.lamb_class_mean!r} is not one of "
-            f"{steps.LAMB_CLASS_MEANS}"
-        )
-    if task == "ldl" and config.neighbor_distribution not in ldl.NEIGHBOR_DISTRIBUTIONS:
-        raise ValueError(
-            f"config.neighbor_distribution={config.neighbor_distribution!r} is not one of "
-            f"{ldl.NEIGHBOR_DISTRIBUTIONS}"
-        )
-    if task == "ldl":
+    _check_allowed(config, "neighbors", config_fields.NEIGHBOR_MODES)
+    if task == LDL:
+        _check_allowed(config, "lamb_class_mean", config_fields.LAMB_CLASS_MEANS)
+        _check_allowed(config, "neighbor_distribution", config_fields.NEIGHBOR_DISTRIBUTIONS)
         _check_loss(config)
     if not config.data.train_csv:
         raise ValueError("config.data.train_csv is empty: set it to the training CSV")
     _check_parallel(config)
-    placement = config.data.get("placement", "auto")
-    if placement not in feeds.PLACEMENTS:
-        raise ValueError(f"config.data.placement={placement!r} is not one of {feeds.PLACEMENTS}")
-    if task == va_model.TASK:
+    placement = config.data.placement
+    if placement not in config_fields.PLACEMENTS:
+        raise ValueError(
+            f"config.data.placement={placement!r} is not one of {config_fields.PLACEMENTS}"
+        )
+    if task == VA:
         _check_va(config)
 
 
+def _check_allowed(config, field: str, allowed: tuple[str, ...]) -> None:
+    if config[field] not in allowed:
+        raise ValueError(f"config.{field}={config[field]!r} is not one of {allowed}")
+
+
 def _check_loss(config) -> None:
-    if config.loss not in ldl.LOSSES:
-        raise ValueError(f"config.loss={config.loss!r} is not one of {ldl.LOSSES}")
+    _check_allowed(config, "loss", config_fields.LOSSES)
     if not 0.0 < config.gce_q <= 1.0:
         raise ValueError(f"config.gce_q={config.gce_q} must be in (0, 1]")
     if not 0.0 <= config.label_smoothing < 1.0:
@@ -77,8 +69,7 @@ def _check_loss(config) -> None:
 
 
 def _check_parallel(config) -> None:
-    if config.parallel not in parallel.MODES:
-        raise ValueError(f"config.parallel={config.parallel!r} is not one of {parallel.MODES}")
+    _check_allowed(config, "parallel", config_fields.PARALLEL_MODES)
     if config.batch_size % jax.process_count():
         raise ValueError(
             f"config.batch_size={config.batch_size} does not divide over "
@@ -98,10 +89,8 @@ def _check_parallel(config) -> None:
 
 
 def _check_va(config) -> None:
-    loss = config.get("va_loss", va_model.DEFAULT_LOSS)
-    if loss not in va_model.LOSSES:
-        raise ValueError(f"config.va_loss={loss!r} is not one of {va_model.LOSSES}")
-    if config.data.get("placement", "auto") == "device":
+    _check_allowed(config, "va_loss", config_fields.VA_LOSSES)
+    if config.data.placement == "device":
         raise ValueError(
             "config.data.placement='device': the VA task augments its images on the host; "
             "use 'auto' or 'host'"

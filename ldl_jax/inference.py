@@ -12,13 +12,14 @@ import dataclasses
 import functools
 import json
 import pathlib
+from collections.abc import Mapping
 from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
 
-from ldl_jax import checkpointing, models, va_model
+from ldl_jax import checkpointing, config_fields, models, pretrained, task_models
 from ldl_jax.data import batches
 
 VARIABLES = ("params", "batch_stats")
@@ -40,18 +41,16 @@ class Restored:
 
 
 def read_config(workdir) -> ml_collections.ConfigDict:
-    """The config a training run wrote into its workdir."""
+    """The config a training run wrote into its workdir, its missing fields filled."""
     path = pathlib.Path(workdir) / "config.json"
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: is {workdir} a training workdir?")
-    return ml_collections.ConfigDict(json.loads(path.read_text()))
+    return config_fields.complete(ml_collections.ConfigDict(json.loads(path.read_text())))
 
 
 def create_model(config):
     """The model of `config.task`: LDLVA, or the valence/arousal regressor."""
-    if config.get("task", "ldl") == va_model.TASK:
-        return va_model.create_va_model(config)
-    return models.create_model(config)
+    return task_models.of(config).create_model(config)
 
 
 def restore_variables(
@@ -76,7 +75,7 @@ def restore_variables(
         which, step = checkpointing.parse_checkpoint(checkpoint)
         step = checkpoints.existing_step(which, step)
         num_rows = checkpoints.read_meta(which, step)["signature"]["num_train_rows"]
-        checkpoints.check_signature(checkpointing.model_signature(config, num_rows))
+        checkpoints.check_signature(task_models.signature(config, num_rows))
         model = create_model(config)
         abstract = dict(models.abstract_variables(model, config.input_size))
         abstract["theta"] = jax.ShapeDtypeStruct((num_rows,), np.float32)
@@ -85,6 +84,83 @@ def restore_variables(
     finally:
         checkpoints.close()
     return Restored(config, model, restored, which, step)
+
+
+# --------------------------------------------------------------------------------------------
+# Another run's backbone, as config.model.pretrained.
+
+
+def is_workdir(path) -> bool:
+    """Whether `path` is an ldl_jax training workdir (it has a checkpoints/ folder)."""
+    return (pathlib.Path(path) / "checkpoints").is_dir()
+
+
+def read_workdir_backbone(workdir) -> tuple[str, dict[str, Any], int]:
+    """(backbone name, {'params', 'batch_stats'}, step) of a workdir's latest checkpoint.
+
+    The model is rebuilt from the checkpoint's signature (task, backbone, classes, input size,
+    the memory bank, the prior correction), so the run may have had another task, number of
+    classes or training rows.
+    """
+    checkpoints = checkpointing.Checkpoints(workdir)
+    try:
+        signature = checkpoints.read_meta(checkpointing.LATEST)["signature"]
+    finally:
+        checkpoints.close()
+    fields = {
+        "model": {"backbone": signature["backbone"], "dtype": "float32"},
+        "input_size": signature["input_size"],
+    }
+    for optional in ("task", "num_classes", "neighbors", "prior_correction"):
+        if optional in signature:
+            fields[optional] = signature[optional]
+    restored = restore_variables(workdir, config_fields.complete(ml_collections.ConfigDict(fields)))
+    return signature["backbone"], pretrained.get_backbone(restored.variables), restored.step
+
+
+def read_backbone(path) -> tuple[str, dict[str, Any], str]:
+    """(backbone name, {'params', 'batch_stats'}, description) of a folder or a workdir."""
+    path = pathlib.Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"config.model.pretrained={str(path)!r} does not exist")
+    if is_workdir(path):
+        backbone_name, backbone, step = read_workdir_backbone(path)
+        return backbone_name, backbone, f"{path} (workdir, latest checkpoint, step {step})"
+    backbone_name, backbone = pretrained.read_converted(path)
+    return backbone_name, backbone, str(path / pretrained.VARIABLES_FILE)
+
+
+def load_configured_backbone(config, variables: Mapping[str, Any]) -> dict:
+    """Fresh model `variables` with the backbone of `config.model.pretrained`, if set.
+
+    Under `jax.eval_shape` (an abstract state to restore into) there is nothing to load: the
+    pretrained backbone has exactly the initialised shapes.
+    """
+    path = config.model.pretrained
+    if not path or any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(variables)):
+        return variables
+    return load_pretrained_backbone(path, variables, config.model.backbone)
+
+
+def load_pretrained_backbone(path, variables: Mapping[str, Any], backbone_name: str) -> dict:
+    """LDLVA `variables` with the backbone replaced by the pretrained one at `path`.
+
+    Args:
+      path: a converted backbone folder or a training workdir (see the module docstring).
+      variables: freshly initialised {'params', 'batch_stats'} of the whole model.
+      backbone_name: `config.model.backbone`.
+
+    Returns:
+      The variables with the backbone's params and BatchNorm statistics from `path`, the head
+      and AdaptiveSimNet untouched.
+
+    Raises:
+      PretrainedMismatchError: the file holds another backbone, or a key is missing,
+        unexpected or of another shape (each named with both shapes).
+    """
+    stored_name, loaded, source = read_backbone(path)
+    return pretrained.merge_backbone(variables, stored_name, loaded, source, backbone_name)
+    stored_name, loaded, source = read_backbone(path)
 
 
 def predict_in_batches(predict, variables, images, batch_size: int, place=None):
@@ -108,6 +184,32 @@ def predict_in_batches(predict, variables, images, batch_size: int, place=None):
     ]
     # Only the last batch is padded, at its end.
     return jax.tree.map(lambda *leaves: np.concatenate(leaves)[: len(images)], *outputs)
+
+
+def predict_va(predict, variables, images, batch_size: int, place=None) -> np.ndarray:
+    """(N, 2) valence/arousal of uint8 images by a regressor's `predict`
+    (`predict_in_batches`)."""
+    if len(images) == 0:
+        return np.zeros((0, 2), np.float32)
+    return predict_in_batches(predict, variables, images, batch_size, place).astype(np.float32)
+
+
+def restore_regressor(workdir, checkpoint: str = "latest", config=None) -> Restored:
+    """A VA regressor's workdir restored (`restore_variables`), with its own config by default.
+
+    Raises:
+      ValueError: the workdir holds an LDLVA (classification) run, not a VA regressor.
+      FileNotFoundError: no such workdir or checkpoint.
+    """
+    workdir = pathlib.Path(workdir).expanduser().absolute()
+    saved_config = read_config(workdir)
+    if saved_config.task != config_fields.VA:
+        raise ValueError(
+            f"{workdir} holds a run with task={saved_config.task!r} (an LDLVA "
+            "classifier), not a valence/arousal regressor: train one with a config whose "
+            "task is 'va' (e.g. configs/resnet18_affectnet_va.py) and pass its workdir"
+        )
+    return restore_variables(workdir, config or saved_config, checkpoint)
 
 
 @dataclasses.dataclass(frozen=True)

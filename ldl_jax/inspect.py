@@ -112,7 +112,7 @@ def _target_distributions(restored, rows, lam, table, features, probs):
     used the neighbours' predictions)."""
     neighbors = table.knn[rows]
     neighbor_distributions = ldl.neighbor_distributions(
-        restored.config.get("neighbor_distribution", "prediction"),
+        restored.config.neighbor_distribution,
         probs[neighbors],
         table.labels[neighbors],
         lam[neighbors],

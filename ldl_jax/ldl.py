@@ -7,10 +7,11 @@ holds state or knows about models or optimisers.
 import jax
 import jax.numpy as jnp
 
+from ldl_jax import config_fields
+
 LOG_EPSILON = 1e-10
 # What a neighbour contributes to the neighbour distribution q: its prediction (the reference)
 # or its label weighted by its lambda, with its prediction for the rest.
-NEIGHBOR_DISTRIBUTIONS = ("prediction", "label")
 # The running class marginals of the prior correction move this far toward each batch's
 # (a window of about 100 steps, like a BatchNorm running average).
 PRIOR_MARGINAL_MOMENTUM = 0.99
@@ -60,7 +61,7 @@ def neighbor_distributions(mode, probs_neighbors, labels_neighbors, lam_neighbor
     onehot(l_j) + (1 - lam_j) * p_j.
 
     Args:
-      mode: one of NEIGHBOR_DISTRIBUTIONS.
+      mode: one of config_fields.NEIGHBOR_DISTRIBUTIONS.
       probs_neighbors: (B, K, C) predicted distributions of the neighbours.
       labels_neighbors: (B, K) their (possibly noisy) labels.
       lam_neighbors: (B, K) their confidences lambda.
@@ -68,8 +69,10 @@ def neighbor_distributions(mode, probs_neighbors, labels_neighbors, lam_neighbor
     Returns:
       (B, K, C) distributions.
     """
-    if mode not in NEIGHBOR_DISTRIBUTIONS:
-        raise ValueError(f"neighbor_distribution={mode!r} is not one of {NEIGHBOR_DISTRIBUTIONS}")
+    if mode not in config_fields.NEIGHBOR_DISTRIBUTIONS:
+        raise ValueError(
+            f"neighbor_distribution={mode!r} is not one of {config_fields.NEIGHBOR_DISTRIBUTIONS}"
+        )
     if mode == "prediction":
         return probs_neighbors
     one_hot = jax.nn.one_hot(
@@ -101,7 +104,6 @@ def prior_shift(label_marginal, target_marginal):
 # The loss between the predicted and the target distribution (`config.loss`): cross-entropy
 # (the method) or the generalised cross-entropy of Zhang & Sabuncu (NeurIPS 2018), a
 # noise-robust baseline (docs/METHOD.md §3).
-LOSSES = ("cross_entropy", "gce")
 
 
 def classification_loss(probs, target, sample_weights=None, loss="cross_entropy", gce_q=0.7):
@@ -114,7 +116,7 @@ def classification_loss(probs, target, sample_weights=None, loss="cross_entropy"
     elif loss == "gce":
         per_row = (target * (1.0 - jnp.power(probs + LOG_EPSILON, gce_q)) / gce_q).sum(axis=-1)
     else:
-        raise ValueError(f"loss={loss!r} is not one of {LOSSES}")
+        raise ValueError(f"loss={loss!r} is not one of {config_fields.LOSSES}")
     if sample_weights is not None:
         per_row = per_row * sample_weights
     return per_row.mean()

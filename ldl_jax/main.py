@@ -30,10 +30,8 @@ with console.native_load_held():
     from absl import app, flags, logging
     from ml_collections import config_flags
 
-    from ldl_jax import checkpointing, train, va_train, workdir_lock
+    from ldl_jax import checkpointing, train, workdir_lock
     from ldl_jax.data import tables
-
-TRAINERS = {"ldl": train, "va": va_train}  # config.task -> its loop module
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
@@ -135,17 +133,14 @@ def main(argv):
     logging.info(
         "JAX process %d / %d, devices: %s", jax.process_index(), jax.process_count(), jax.devices()
     )
-    task = FLAGS.config.get("task", "ldl")
-    if task not in TRAINERS:
-        raise app.UsageError(f"config.task={task!r} is not one of {sorted(TRAINERS)}")
     try:
         if FLAGS.mode == "eval":
-            TRAINERS[task].evaluate_checkpoint(FLAGS.config, FLAGS.workdir, FLAGS.checkpoint)
+            train.evaluate_checkpoint(FLAGS.config, FLAGS.workdir, FLAGS.checkpoint)
         elif jax.process_index() == 0:
             with workdir_lock.hold(FLAGS.workdir):
-                TRAINERS[task].train_and_evaluate(FLAGS.config, FLAGS.workdir)
+                train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
         else:  # process 0 holds the lock for the whole run
-            TRAINERS[task].train_and_evaluate(FLAGS.config, FLAGS.workdir)
+            train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
     except INPUT_ERRORS as error:
         if FLAGS.verbose:
             raise

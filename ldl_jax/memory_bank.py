@@ -22,15 +22,6 @@ from absl import logging
 
 from ldl_jax import inference, models
 
-FORWARD = "forward"
-MEMORY_BANK = "memory_bank"
-NEIGHBOR_MODES = (FORWARD, MEMORY_BANK)
-
-
-def uses_bank(config) -> bool:
-    """Whether `config.neighbors` asks for the bank (configs from before the field: no)."""
-    return config.get("neighbors", FORWARD) == MEMORY_BANK
-
 
 @flax.struct.dataclass
 class MemoryBank:

@@ -17,7 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ldl_jax import backbones, ldl
+from ldl_jax import backbones, config_fields, ldl
 
 ModuleDef = Any
 
@@ -208,8 +208,28 @@ def create_model(config, bn_axis_name: str | None = None) -> LDLVA:
         num_classes=config.num_classes,
         dtype=jnp.dtype(config.model.dtype),
         bn_axis_name=bn_axis_name,
-        prior_correction=bool(config.get("prior_correction", False)),
+        prior_correction=bool(config.prior_correction),
     )
+
+
+def signature(config, num_train_rows: int) -> dict[str, Any]:
+    """The config values that fix the shapes of an LDLVA train state (its checkpoints' signature).
+
+    A run with the neighbour memory bank carries `neighbors` (its state has the bank), and one
+    with the prior correction carries `prior_correction` (its BatchNorm statistics hold the
+    marginals); runs without either keep the signature they always had.
+    """
+    signature = {
+        "backbone": config.model.backbone,
+        "num_classes": int(config.num_classes),
+        "input_size": int(config.input_size),
+        "num_train_rows": int(num_train_rows),
+    }
+    if config.neighbors != config_fields.FORWARD:
+        signature["neighbors"] = config.neighbors
+    if config.prior_correction:
+        signature["prior_correction"] = True
+    return signature
 
 
 def init_variables(model: nn.Module, rngs, input_size: int, num_neighbors: int = 1) -> dict:

@@ -27,7 +27,6 @@ from jax.sharding import PartitionSpec as P
 from ldl_jax import steps
 
 DATA_AXIS = "data"
-MODES = ("mesh", "pmap")
 
 
 class MeshParallel:

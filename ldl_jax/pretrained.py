@@ -1,14 +1,14 @@
-"""Pretrained backbones: start a model from converted weights or from another run's backbone.
+"""Converted backbone folders, and fitting a stored backbone into a fresh model.
 
-`config.model.pretrained` names one of two things:
+`config.model.pretrained` names a converted backbone folder (this module) or another run's
+workdir (`ldl_jax.inference.read_workdir_backbone`); `ldl_jax.inference.load_pretrained_backbone`
+reads either and merges it here (`merge_backbone`). A converted folder, written by
+`python -m ldl_jax.convert` from a PyTorch checkpoint:
 
-- a converted backbone folder, written by `python -m ldl_jax.convert` from a PyTorch checkpoint:
     backbone.json     {"format": 1, "backbone": "ir50", "source": "evolve_ir50", "input": "..."}
     backbone.msgpack  `flax.serialization.msgpack_serialize` of {"params": ..., "batch_stats": ...},
                       the float32 variables of the model's `classifier/backbone` submodule in
-                      ldl_jax's layout (HWIO kernels, BatchNorm running statistics);
-- an ldl_jax training workdir (recognised by its `checkpoints/` folder): the backbone of its
-  latest checkpoint, so a model trained on one data set initialises another.
+                      ldl_jax's layout (HWIO kernels, BatchNorm running statistics).
 
 Only the backbone is loaded; the classifier head and AdaptiveSimNet keep their fresh
 initialisation. Every key and shape is checked first: a missing, unexpected or mis-shaped array
@@ -23,11 +23,8 @@ from typing import Any
 import flax
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from flax import traverse_util
-
-from ldl_jax import checkpointing
 
 FORMAT_VERSION = 1
 METADATA_FILE = "backbone.json"
@@ -194,87 +191,30 @@ def read_converted(path) -> tuple[str, dict[str, Any]]:
     return backbone_name, {collection: variables.get(collection, {}) for collection in COLLECTIONS}
 
 
-# --------------------------------------------------------------------------------------------
-# Training workdirs.
-
-
-def is_workdir(path) -> bool:
-    """Whether `path` is an ldl_jax training workdir (it has a checkpoints/ folder)."""
-    return (pathlib.Path(path) / "checkpoints").is_dir()
-
-
-def read_workdir(workdir) -> tuple[str, dict[str, Any], int]:
-    """(backbone name, {'params', 'batch_stats'}, step) of a workdir's latest checkpoint.
-
-    The model is rebuilt from the checkpoint's signature (task, backbone, classes, input size,
-    the memory bank, the prior correction), so the run may have had another task, number of
-    classes or training rows.
-    """
-    # inference imports va_model, which imports this module: import it when called.
-    from ldl_jax import inference
-
-    checkpoints = checkpointing.Checkpoints(workdir)
-    try:
-        signature = checkpoints.read_meta(checkpointing.LATEST)["signature"]
-    finally:
-        checkpoints.close()
-    fields = {
-        "task": signature.get("task", "ldl"),
-        "model": {"backbone": signature["backbone"], "dtype": "float32"},
-        "input_size": signature["input_size"],
-    }
-    for optional in ("num_classes", "neighbors", "prior_correction"):
-        if optional in signature:
-            fields[optional] = signature[optional]
-    restored = inference.restore_variables(workdir, ml_collections.ConfigDict(fields))
-    return signature["backbone"], get_backbone(restored.variables), restored.step
-
-
-# --------------------------------------------------------------------------------------------
-# Loading.
-
-
-def read_backbone(path) -> tuple[str, dict[str, Any], str]:
-    """(backbone name, {'params', 'batch_stats'}, description) of a folder or a workdir."""
-    path = pathlib.Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"config.model.pretrained={str(path)!r} does not exist")
-    if is_workdir(path):
-        backbone_name, backbone, step = read_workdir(path)
-        return backbone_name, backbone, f"{path} (workdir, latest checkpoint, step {step})"
-    backbone_name, backbone = read_converted(path)
-    return backbone_name, backbone, str(path / VARIABLES_FILE)
-
-
-def load_configured_backbone(config, variables: Mapping[str, Any]) -> dict:
-    """Fresh model `variables` with the backbone of `config.model.pretrained`, if set.
-
-    Under `jax.eval_shape` (an abstract state to restore into) there is nothing to load: the
-    pretrained backbone has exactly the initialised shapes.
-    """
-    path = config.model.get("pretrained", "")
-    if not path or any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(variables)):
-        return variables
-    return load_pretrained_backbone(path, variables, config.model.backbone)
-
-
-def load_pretrained_backbone(path, variables: Mapping[str, Any], backbone_name: str) -> dict:
-    """LDLVA `variables` with the backbone replaced by the pretrained one at `path`.
+def merge_backbone(
+    variables: Mapping[str, Any],
+    stored_name: str,
+    loaded: Mapping[str, Any],
+    source: str,
+    backbone_name: str,
+) -> dict:
+    """LDLVA `variables` with the backbone replaced by `loaded`, a stored `stored_name` one.
 
     Args:
-      path: a converted backbone folder or a training workdir (see the module docstring).
       variables: freshly initialised {'params', 'batch_stats'} of the whole model.
+      stored_name: the backbone the stored variables belong to.
+      loaded: the stored backbone's {'params', 'batch_stats'}.
+      source: where they were read (for the messages).
       backbone_name: `config.model.backbone`.
 
     Returns:
-      The variables with the backbone's params and BatchNorm statistics from `path`, the head
-      and AdaptiveSimNet untouched.
+      The variables with the backbone's params and BatchNorm statistics from `loaded`, the
+      head and AdaptiveSimNet untouched.
 
     Raises:
-      PretrainedMismatchError: the file holds another backbone, or a key is missing,
-        unexpected or of another shape (each named with both shapes).
+      PretrainedMismatchError: another backbone, or a key is missing, unexpected or of another
+        shape (each named with both shapes).
     """
-    stored_name, loaded, source = read_backbone(path)
     allowed_name, fresh_modules = COMPATIBLE_BACKBONES.get(backbone_name, (backbone_name, ()))
     if stored_name not in (backbone_name, allowed_name):
         raise PretrainedMismatchError(

@@ -10,12 +10,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ldl_jax import ldl, memory_bank, models
+from ldl_jax import config_fields, ldl, memory_bank, models
 from ldl_jax.train_state import TrainState
 
 TRAIN_METRICS = ("loss", "cls_loss", "center_loss", "accuracy", "mean_lambda")
 # What each class's mean theta is held at under config.lamb_fixed_class_mean.
-LAMB_CLASS_MEANS = ("lamb_init", "consensus")
 
 
 def _head_kernel_l2(params):
@@ -74,7 +73,7 @@ def make_train_step(
     read.
     """
     num_classes = config.num_classes
-    use_bank = memory_bank.uses_bank(config)
+    use_bank = config_fields.uses_memory_bank(config)
     omega = None if class_weights is None else jnp.asarray(class_weights, jnp.float32)
     if config.lamb_fixed_class_mean:
         if train_labels is None:

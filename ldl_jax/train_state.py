@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ldl_jax import backbones, memory_bank, models, pretrained
+from ldl_jax import backbones, config_fields, inference, memory_bank, models, va_model
 
 
 @flax.struct.dataclass
@@ -80,7 +80,7 @@ def create_train_state(
     variables = jax.jit(
         lambda: models.init_variables(model, rngs, config.input_size, config.num_neighbors)
     )()
-    variables = pretrained.load_configured_backbone(config, variables)
+    variables = inference.load_configured_backbone(config, variables)
     params = variables["params"]
     feature_dim = backbones.BACKBONE_FEATURE_DIMS[config.model.backbone]
     fields = dict(
@@ -93,7 +93,25 @@ def create_train_state(
         centers=jnp.zeros((config.num_classes, feature_dim), jnp.float32),
         rng=step_rng,
     )
-    if memory_bank.uses_bank(config):
+    if config_fields.uses_memory_bank(config):
         bank = memory_bank.empty(num_train_rows, config.num_classes, feature_dim)
         return BankTrainState(**fields, bank=bank)
     return TrainState(**fields)
+
+
+def create_va_state(
+    config, model: va_model.VARegressor, tx: optax.GradientTransformation
+) -> va_model.VAState:
+    """Initialises the regressor (from `config.model.pretrained`'s backbone if set) and Adam."""
+    rng = jax.random.PRNGKey(config.seed)
+    init_rng, dropout_rng, step_rng = jax.random.split(rng, 3)
+    rngs = {"params": init_rng, "dropout": dropout_rng}
+    variables = jax.jit(lambda: models.init_variables(model, rngs, config.input_size))()
+    variables = inference.load_configured_backbone(config, variables)
+    return va_model.VAState(
+        step=jnp.zeros((), jnp.int32),
+        params=variables["params"],
+        batch_stats=variables["batch_stats"],
+        opt_state=tx.init(variables["params"]),
+        rng=step_rng,
+    )

@@ -1,9 +1,9 @@
-"""Valence/arousal regression: the model, its train state, its compiled steps and its metrics.
+"""Valence/arousal regression: the model, its state, its compiled steps and its metrics.
 
 A data set without valence and arousal (RAF-DB) gets them from a regressor trained on one that
 has them (AffectNet, docs/METHOD.md §8): the backbone of the LDLVA configs with a 2-d tanh
-head, trained with MSE or 1 - CCC. `ldl_jax.va_train` runs the loop and `ldl_jax.annotate_va`
-applies the result. No TensorFlow here: this module runs on machines that have only JAX.
+head, trained with MSE or 1 - CCC. `ldl_jax.train` runs the loop (task 'va' of
+`ldl_jax.tasks`) and `ldl_jax.annotate_va` applies the result. No TensorFlow here: this module runs on machines that have only JAX.
 
 The regressor is `models.Classifier` with two outputs under a `classifier` scope, as in
 `models.LDLVA`, so `config.model.pretrained` loads a converted backbone the same way.
@@ -18,12 +18,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ldl_jax import backbones, models, pretrained
+from ldl_jax import backbones, config_fields, models
 
-TASK = "va"
 DIMENSIONS = ("valence", "arousal")
-LOSSES = ("mse", "ccc")
-DEFAULT_LOSS = "ccc"  # config.va_loss when a config does not set it
 TRAIN_METRICS = ("loss", "rmse_valence", "rmse_arousal", "ccc_valence", "ccc_arousal")
 # Keeps CCC finite when both vectors are constant (0 / 0); negligible otherwise.
 CCC_EPSILON = 1e-8
@@ -58,6 +55,17 @@ def create_va_model(config, bn_axis_name: str | None = None) -> VARegressor:
     )
 
 
+def signature(config, num_train_rows: int) -> dict[str, Any]:
+    """The config values that fix the shapes of a VA train state; its `task` keeps an LDLVA
+    workdir from ever being resumed or restored as a VA one, or back."""
+    return {
+        "task": config_fields.VA,
+        "backbone": config.model.backbone,
+        "input_size": int(config.input_size),
+        "num_train_rows": int(num_train_rows),
+    }
+
+
 @flax.struct.dataclass
 class VAState:
     """All mutable state of a VA run: one orbax save and restore covers it.
@@ -75,22 +83,6 @@ class VAState:
     batch_stats: Any
     opt_state: Any
     rng: jax.Array
-
-
-def create_va_state(config, model: VARegressor, tx: optax.GradientTransformation) -> VAState:
-    """Initialises the regressor (from `config.model.pretrained`'s backbone if set) and Adam."""
-    rng = jax.random.PRNGKey(config.seed)
-    init_rng, dropout_rng, step_rng = jax.random.split(rng, 3)
-    rngs = {"params": init_rng, "dropout": dropout_rng}
-    variables = jax.jit(lambda: models.init_variables(model, rngs, config.input_size))()
-    variables = pretrained.load_configured_backbone(config, variables)
-    return VAState(
-        step=jnp.zeros((), jnp.int32),
-        params=variables["params"],
-        batch_stats=variables["batch_stats"],
-        opt_state=tx.init(variables["params"]),
-        rng=step_rng,
-    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -115,7 +107,7 @@ def va_loss(predictions, targets, kind: str):
         return jnp.square(predictions - targets).mean()
     if kind == "ccc":
         return 1.0 - ccc(predictions, targets).mean()
-    raise ValueError(f"config.va_loss={kind!r} is not one of {LOSSES}")
+    raise ValueError(f"config.va_loss={kind!r} is not one of {config_fields.VA_LOSSES}")
 
 
 def batch_metrics(loss, predictions, targets) -> dict[str, jax.Array]:
@@ -162,8 +154,8 @@ def make_va_train_step(model: VARegressor, tx: optax.GradientTransformation, los
     """Returns `train_step(state, batch) -> (state, metrics)`; batch: `image` uint8 (B,H,W,3),
     `va` float32 (B, 2). One program: forward in train mode, loss, gradients, Adam, BN update.
     """
-    if loss_kind not in LOSSES:
-        raise ValueError(f"config.va_loss={loss_kind!r} is not one of {LOSSES}")
+    if loss_kind not in config_fields.VA_LOSSES:
+        raise ValueError(f"config.va_loss={loss_kind!r} is not one of {config_fields.VA_LOSSES}")
 
     def train_step(state: VAState, batch):
         images = models.normalize_images(batch["image"], model.dtype)

@@ -82,6 +82,7 @@ def synthetic_spec(data_dir) -> ml_collections.ConfigDict:
             num_test=NUM_TEST,
             image_size=16,
             num_neighbors=4,
+            class_balance="default",
         )
     )
 

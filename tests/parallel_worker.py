@@ -18,6 +18,8 @@ import argparse
 import os
 import pathlib
 
+from ldl_jax import config_fields
+
 
 def parse_args():
     parser = argparse.ArgumentParser()
@@ -51,7 +53,7 @@ def main():
             num_processes=args.num_processes,
             process_id=args.process_id,
         )
-    from ldl_jax import data, memory_bank, models, parallel, testing, train, train_state
+    from ldl_jax import data, models, parallel, testing, train, train_state
     from ldl_jax.data import feeds
     from tests.conftest import make_data_config, make_tiny_config, synthetic_spec
 
@@ -79,7 +81,7 @@ def main():
     model = models.create_model(config, bn_axis_name=parallelism.bn_axis_name)
     tx = train_state.create_optimizer(config, steps_per_epoch=5)
     initial_state = jax.device_get(train_state.create_train_state(config, model, tx, num_rows))
-    if memory_bank.uses_bank(config):
+    if config_fields.uses_memory_bank(config):
         initial_state = initial_state.replace(bank=testing.random_bank(config, num_rows))
     train_labels = np.arange(num_rows) % config.num_classes
     train_neighbors = (
@@ -111,7 +113,7 @@ def main():
             batch = testing.local_slice(testing.random_train_batch(config, num_rows, seed=seed))
             if placement == "device":
                 del batch["image"], batch["neighbor_image"]
-            elif memory_bank.uses_bank(config):
+            elif config_fields.uses_memory_bank(config):
                 del batch["neighbor_image"]
             state, metrics = train_step(state, place_batch(batch))
             history.append(metrics)

@@ -6,7 +6,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ldl_jax import checkpointing, ldl, memory_bank, models, steps, testing, train_state
+from ldl_jax import (
+    config_fields,
+    ldl,
+    memory_bank,
+    models,
+    steps,
+    task_models,
+    testing,
+    train_state,
+)
 from tests.conftest import make_tiny_config
 
 NUM_ROWS = 20
@@ -16,7 +25,7 @@ NUM_ROWS = 20
 def bank_setup():
     """The tiny config with the bank, its model, the compiled step and a state whose bank holds
     random entries."""
-    config = make_tiny_config(neighbors=memory_bank.MEMORY_BANK, lamb_fixed_class_mean=False)
+    config = make_tiny_config(neighbors=config_fields.MEMORY_BANK, lamb_fixed_class_mean=False)
     model = models.create_model(config)
     tx = train_state.create_optimizer(config, steps_per_epoch=5)
     state = train_state.create_train_state(config, model, tx, NUM_ROWS)
@@ -90,7 +99,7 @@ def test_step_trains_towards_the_bank_and_writes_its_central_rows(bank_setup):
 def test_fill_sets_every_row_to_its_uncorrected_eval_pass():
     """Every row gets the eval-mode features and the softmax of the logits the step itself
     writes: without the prior correction's shift, which the marginals here make non-zero."""
-    config = make_tiny_config(neighbors=memory_bank.MEMORY_BANK)
+    config = make_tiny_config(neighbors=config_fields.MEMORY_BANK)
     assert config.prior_correction
     model = models.create_model(config)
     tx = train_state.create_optimizer(config, steps_per_epoch=5)
@@ -123,7 +132,7 @@ def test_fill_sets_every_row_to_its_uncorrected_eval_pass():
 
 
 def test_only_the_bank_changes_the_state_and_its_signature():
-    forward, bank = make_tiny_config(), make_tiny_config(neighbors=memory_bank.MEMORY_BANK)
+    forward, bank = make_tiny_config(), make_tiny_config(neighbors=config_fields.MEMORY_BANK)
     model = models.create_model(forward)
     tx = train_state.create_optimizer(forward, steps_per_epoch=5)
     shapes = {
@@ -133,5 +142,5 @@ def test_only_the_bank_changes_the_state_and_its_signature():
     assert type(shapes["forward"]) is train_state.TrainState
     assert shapes["bank"].bank.probs.shape == (NUM_ROWS, 7)
     assert shapes["bank"].bank.features.shape == (NUM_ROWS, 16)
-    assert "neighbors" not in checkpointing.model_signature(forward, NUM_ROWS)
-    assert checkpointing.model_signature(bank, NUM_ROWS)["neighbors"] == "memory_bank"
+    assert "neighbors" not in task_models.signature(forward, NUM_ROWS)
+    assert task_models.signature(bank, NUM_ROWS)["neighbors"] == "memory_bank"

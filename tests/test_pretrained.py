@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ldl_jax import checkpointing, models, pretrained, train
+from ldl_jax import checkpointing, inference, models, pretrained, task_models, train
 from ldl_jax.train_state import create_optimizer, create_train_state
 from tests.conftest import make_data_config, make_tiny_config
 
@@ -138,7 +138,7 @@ def test_workdir_backbone_initialises_a_model_for_another_data_set(tmp_path):
     trained = jax.tree.map(lambda x: x + 0.5, pretrained.get_backbone(variables))
     state = state.replace(**pretrained.replace_backbone(variables, trained), step=jnp.asarray(7))
     checkpoints = checkpointing.Checkpoints(tmp_path / "run")
-    signature = checkpointing.model_signature(source_config, 40)
+    signature = task_models.signature(source_config, 40)
     checkpoints.save(state, {"signature": signature})
     checkpoints.wait_until_finished()
     checkpoints.close()
@@ -175,14 +175,14 @@ def test_multichannel_resnet50_takes_a_resnet50_trunk(tmp_path):
         },
         "batch_stats": {"classifier": {"backbone": {}}},
     }
-    loaded = pretrained.load_pretrained_backbone(
+    loaded = inference.load_pretrained_backbone(
         tmp_path / "r50", variables, "resnet50_multichannel"
     )
     backbone = loaded["params"]["classifier"]["backbone"]
     np.testing.assert_array_equal(backbone["ResNet_0"]["conv_init"]["kernel"], 1.0)
     np.testing.assert_array_equal(backbone["MultiChannelHead_0"]["fuse"]["kernel"], 2.0)
     with pytest.raises(pretrained.PretrainedMismatchError, match="'resnet50' backbone"):
-        pretrained.load_pretrained_backbone(tmp_path / "r50", variables, "resnet18")
+        inference.load_pretrained_backbone(tmp_path / "r50", variables, "resnet18")
 
 
 def test_bad_pretrained_fails_before_any_training_work(synthetic_dir, tmp_path, converted):

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from ldl_jax import checkpointing, data, inference, ldl_measures, pretrained, train
+from ldl_jax import checkpointing, data, inference, ldl_measures, train
 from tests.conftest import NUM_TEST, NUM_VAL, latest_state, make_data_config
 
 
@@ -96,7 +96,7 @@ def test_memory_bank_run_is_filled_fed_without_neighbour_images_and_resumes_exac
     with pytest.raises(checkpointing.CheckpointMismatchError, match="neighbors"):
         train.train_and_evaluate(make_data_config(synthetic_dir), resumed)
     # Its backbone still starts other runs (config.model.pretrained = a workdir).
-    assert pretrained.read_workdir(resumed)[0] == "resnet_tiny"
+    assert inference.read_workdir_backbone(resumed)[0] == "resnet_tiny"
 
 
 def test_eval_mode_restores_and_counts_each_image_once(synthetic_dir, tmp_path):

@@ -16,10 +16,12 @@ from ldl_jax import (
     annotate_va,
     checkpointing,
     config_checks,
+    config_fields,
+    inference,
     train,
+    train_state,
     va_knn,
     va_model,
-    va_train,
 )
 from ldl_jax.data import images as image_lib
 from ldl_jax.data import streams, tables
@@ -81,12 +83,12 @@ def test_batch_metrics_and_set_metrics_match_numpy():
     )
 
 
-@pytest.mark.parametrize("loss", va_model.LOSSES)
+@pytest.mark.parametrize("loss", config_fields.VA_LOSSES)
 def test_train_step_lowers_the_loss_on_a_fixed_batch(loss):
     config = make_tiny_config(lr=3e-3)
     model = va_model.create_va_model(config)
     tx = create_optimizer(config, steps_per_epoch=100)
-    state = va_model.create_va_state(config, model, tx)
+    state = train_state.create_va_state(config, model, tx)
     rng = np.random.default_rng(3)
     batch = {
         "image": rng.integers(0, 256, (8, 16, 16, 3), dtype=np.uint8),
@@ -155,7 +157,7 @@ def va_workdir(synthetic_dir, tmp_path_factory):
     """A VA regressor trained 3 steps on the tiny synthetic set (val at steps 2 and 3)."""
     workdir = tmp_path_factory.mktemp("va_run")
     config = make_va_config(synthetic_dir, num_train_steps=TRAINED_STEPS)
-    va_train.train_and_evaluate(config, workdir)
+    train.train_and_evaluate(config, workdir)
     return workdir
 
 
@@ -177,13 +179,16 @@ def ldl_on_annotated(synthetic_dir, va_workdir, tmp_path_factory):
     return {"csv": out, "summary": summary, "workdir": tmp / "ldl", "results": results}
 
 
-def test_va_run_writes_metrics_checkpoints_and_resumes_exactly(synthetic_dir, va_workdir, tmp_path):
-    va_train.train_and_evaluate(make_va_config(synthetic_dir, num_train_steps=2), tmp_path)
-    va_train.train_and_evaluate(
-        make_va_config(synthetic_dir, num_train_steps=TRAINED_STEPS), tmp_path
-    )
+def _variables_and_step(workdir):
+    restored = inference.restore_regressor(workdir)
+    return restored.variables, restored.step
 
-    saved = json.loads((va_workdir / va_train.EVAL_RESULTS_FILE).read_text())
+
+def test_va_run_writes_metrics_checkpoints_and_resumes_exactly(synthetic_dir, va_workdir, tmp_path):
+    train.train_and_evaluate(make_va_config(synthetic_dir, num_train_steps=2), tmp_path)
+    train.train_and_evaluate(make_va_config(synthetic_dir, num_train_steps=TRAINED_STEPS), tmp_path)
+
+    saved = json.loads((va_workdir / train.EVAL_RESULTS_FILE).read_text())
     for name, size in (("val", NUM_VAL), ("test", NUM_TEST)):
         assert saved[name]["num_examples"] == size  # every image once, none padded in
         for key in ("rmse_valence", "rmse_arousal", "ccc_valence", "ccc_arousal"):
@@ -192,23 +197,23 @@ def test_va_run_writes_metrics_checkpoints_and_resumes_exactly(synthetic_dir, va
     assert [entry["step"] for entry in saved["val_summary"]["history"]] == [2, 3]
     assert json.loads((va_workdir / "config.json").read_text())["task"] == "va"
 
-    _, _, expected, step = va_train.restore_regressor(va_workdir)
-    _, _, got, resumed_step = va_train.restore_regressor(tmp_path)
+    expected, step = _variables_and_step(va_workdir)
+    got, resumed_step = _variables_and_step(tmp_path)
     assert step == resumed_step == TRAINED_STEPS
     for x, y in zip(jax.tree.leaves(expected), jax.tree.leaves(got), strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-    resumed_results = json.loads((tmp_path / va_train.EVAL_RESULTS_FILE).read_text())
+    resumed_results = json.loads((tmp_path / train.EVAL_RESULTS_FILE).read_text())
     assert resumed_results["test"] == saved["test"]
 
 
 def test_va_eval_mode_reproduces_the_final_test_metrics(synthetic_dir, va_workdir):
-    trained = json.loads((va_workdir / va_train.EVAL_RESULTS_FILE).read_text())
+    trained = json.loads((va_workdir / train.EVAL_RESULTS_FILE).read_text())
     config = make_va_config(synthetic_dir, eval_batch_size=3)
-    results = va_train.evaluate_checkpoint(config, va_workdir, "latest")
+    results = train.evaluate_checkpoint(config, va_workdir, "latest")
     assert results["test"]["num_examples"] == NUM_TEST
     for key in ("rmse_valence", "ccc_arousal"):
         np.testing.assert_allclose(results["test"][key], trained["test"][key], rtol=1e-5)
-    written = va_workdir / "eval" / f"latest-{TRAINED_STEPS}" / va_train.EVAL_RESULTS_FILE
+    written = va_workdir / "eval" / f"latest-{TRAINED_STEPS}" / train.EVAL_RESULTS_FILE
     assert json.loads(written.read_text())["test"]["ccc_arousal"] == results["test"]["ccc_arousal"]
 
 
@@ -216,7 +221,7 @@ def test_ldl_and_va_workdirs_refuse_each_other(synthetic_dir, va_workdir, ldl_on
     with pytest.raises(checkpointing.CheckpointMismatchError, match="another model"):
         train.train_and_evaluate(make_data_config(synthetic_dir), va_workdir)
     with pytest.raises(checkpointing.CheckpointMismatchError, match="task"):
-        va_train.train_and_evaluate(make_va_config(synthetic_dir), ldl_on_annotated["workdir"])
+        train.train_and_evaluate(make_va_config(synthetic_dir), ldl_on_annotated["workdir"])
     out = ldl_on_annotated["csv"].with_name("refused.csv")
     with pytest.raises(ValueError, match="not a valence/arousal regressor"):
         annotate_va.annotate(
@@ -233,7 +238,7 @@ def test_va_outside_the_tanh_range_is_named(synthetic_dir, tmp_path):
     config = make_va_config(synthetic_dir)
     config.data.train_csv = str(bad)
     with pytest.raises(tables.DataError, match=r"line 7 \(row index 5\).*'arousal'.*-2"):
-        va_train.train_and_evaluate(config, tmp_path / "run")
+        train.train_and_evaluate(config, tmp_path / "run")
     assert not (tmp_path / "run").exists()
 
 
@@ -244,7 +249,7 @@ def test_bad_va_config_is_named(synthetic_dir, tmp_path, field, value, message):
     config = make_va_config(synthetic_dir)
     config[field] = value
     with pytest.raises(ValueError, match=message):
-        va_train.train_and_evaluate(config, tmp_path / "run")
+        train.train_and_evaluate(config, tmp_path / "run")
 
 
 @pytest.mark.parametrize("name", ["synthetic_va", "resnet18_affectnet_va"])
@@ -274,7 +279,8 @@ def test_annotated_csv_holds_the_regressor_predictions_and_their_knn(
     assert np.all(np.abs(va) < 1)
 
     # Row by row the regressor's predictions (one compiled function, padded batches) ...
-    config, model, variables, _ = va_train.restore_regressor(va_workdir)
+    restored = inference.restore_regressor(va_workdir)
+    config, model, variables = restored.config, restored.model, restored.variables
     images = image_lib.load_images(
         [str(synthetic_dir / "images" / p) for p in original["subDirectory_filePath"]],
         config.input_size,

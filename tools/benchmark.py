@@ -46,7 +46,7 @@ from ml_collections import config_flags
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run from a checkout
 
-from ldl_jax import memory_bank, models, parallel, steps, testing  # noqa: E402
+from ldl_jax import config_fields, models, parallel, steps, testing  # noqa: E402
 from ldl_jax.data import feeds, tables  # noqa: E402
 from ldl_jax.train_state import create_optimizer, create_train_state  # noqa: E402
 
@@ -297,7 +297,7 @@ def benchmark(
     train_rows = {"train_labels": table.labels, "train_neighbors": table.knn}
     state = create_train_state(config, model, tx, num_rows)
     bank_config = config.copy_and_resolve_references()
-    bank_config.neighbors = memory_bank.MEMORY_BANK
+    bank_config.neighbors = config_fields.MEMORY_BANK
     bank_state = create_train_state(bank_config, model, tx, num_rows)
     bank_state = bank_state.replace(bank=testing.random_bank(config, num_rows))
     batch = jax.device_put(testing.random_train_batch(config, num_rows))

@@ -202,10 +202,10 @@ def read_images(paths, size: int):
 def synthetic_set(config):
     """`config.data.synthetic`'s set (no validation split), generated in a temporary folder and
     decoded: (train table, train images, test table, test images)."""
-    from ldl_jax import synthetic
+    from ldl_jax import config_fields, synthetic
     from ldl_jax.data import tables
 
-    spec = config.data.synthetic
+    spec = config_fields.complete(config).data.synthetic
     with tempfile.TemporaryDirectory(prefix="gpu_check_data_") as folder:
         data_dir = pathlib.Path(folder) / "synthetic"
         synthetic.make_synthetic_fer(
@@ -215,7 +215,7 @@ def synthetic_set(config):
             num_test=spec.num_test,
             image_size=spec.image_size,
             num_neighbors=spec.num_neighbors,
-            class_balance=spec.get("class_balance", "default"),
+            class_balance=spec.class_balance,
         )
         table = tables.read_train_table(
             data_dir / "train.csv",

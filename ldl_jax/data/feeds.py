@@ -26,7 +26,6 @@ from absl import logging
 
 from ldl_jax.data import batches, device_augment
 
-PLACEMENTS = ("auto", "device", "host")
 # 'auto' keeps the table to this share of a device's memory, the rest for the step itself.
 DEVICE_MEMORY_FRACTION = 0.5
 # The batch entry holding the device-resident images.
@@ -66,7 +65,7 @@ def choose_placement(config, image_bytes: int) -> str:
     Raises:
       ValueError: 'device' asked for a table larger than a device's memory.
     """
-    placement = config.data.get("placement", "auto")
+    placement = config.data.placement
     limit = device_memory_limit()
     if placement == "device" and limit is not None and image_bytes > limit:
         raise ValueError(

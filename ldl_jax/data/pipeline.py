@@ -21,7 +21,7 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from ldl_jax import config_checks, memory_bank, synthetic, va_model
+from ldl_jax import config_fields, synthetic
 from ldl_jax.data import batches, feeds, images, streams, tables
 
 
@@ -31,7 +31,9 @@ def resolve(path) -> pathlib.Path:
 
 
 def _is_va(config) -> bool:
-    return config.get("task", "ldl") == va_model.TASK
+    """Whether the run's tables are the VA regressor's (`valence`, `arousal`) rather than
+    LDLVA's."""
+    return config.task == config_fields.VA
 
 
 def prepare_synthetic_data(config) -> None:
@@ -40,8 +42,8 @@ def prepare_synthetic_data(config) -> None:
     Process 0 writes it; in a multi-process run the others wait for it at a barrier (every
     process reaches it, whether or not the set existed), so none reads a half-written set.
     """
-    spec = config.data.get("synthetic")
-    if not spec:
+    spec = config.data.synthetic
+    if spec is None:
         return
     data_dir = resolve(spec.dir)
     if jax.process_index() == 0 and not (data_dir / "train.csv").exists():
@@ -54,7 +56,7 @@ def prepare_synthetic_data(config) -> None:
             num_test=spec.num_test,
             image_size=spec.image_size,
             num_neighbors=spec.num_neighbors,
-            class_balance=spec.get("class_balance", "default"),
+            class_balance=spec.class_balance,
         )
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices("synthetic data set written")
@@ -93,9 +95,9 @@ def read_eval_sets(config) -> dict[str, EvalSet]:
     """`val` and `test` of config.data, then every named set of `config.eval_sets`, validated
     (not decoded)."""
     sources = {
-        name: (config.data.get(f"{name}_csv"), config.data.image_dir) for name in ("val", "test")
+        name: (config.data[f"{name}_csv"], config.data.image_dir) for name in ("val", "test")
     }
-    for name, source in config.get("eval_sets", {}).items():
+    for name, source in config.eval_sets.items():
         sources[name] = (source.csv, source.image_dir)
     out = {}
     for name, (csv_path, image_dir) in sources.items():
@@ -177,7 +179,8 @@ class TrainData:
             stream = streams.va_train_batches
         else:  # the neighbour memory bank needs no neighbour images
             stream = functools.partial(
-                streams.train_batches, neighbor_images=not memory_bank.uses_bank(self.config)
+                streams.train_batches,
+                neighbor_images=not config_fields.uses_memory_bank(self.config),
             )
         host = stream(
             self.table,
@@ -217,14 +220,14 @@ def _read_train_table(config):
 
 
 def open_train_data(config) -> TrainData:
-    """Validates the config, generates the synthetic set if asked, reads and validates the
-    training table and every evaluation set; nothing is decoded yet.
+    """Generates the synthetic set if asked, reads and validates the training table and every
+    evaluation set; nothing is decoded yet. The config's own values are checked before, by the
+    trainer (`config_checks.validate_config`).
 
     Raises:
       ValueError: a config value (naming the field), or a batch larger than the training set.
       DataError: a CSV or image problem, naming the file, the row and the column.
     """
-    config_checks.validate_config(config)
     prepare_synthetic_data(config)
     data = TrainData(config, _read_train_table(config), read_eval_sets(config))
     if data.steps_per_epoch == 0:
