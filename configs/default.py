@@ -116,7 +116,7 @@ def get_config(variant: str = DEFAULT_VARIANT):
     # fewer FLOPs (beyond the paper).
     config.neighbors = "forward"
 
-    # Devices (see ldl_jax/parallel.py and the README).
+    # Devices (see ldl_jax/parallel.py and docs/USAGE.md).
     config.parallel = "mesh"  # 'mesh' (jit over a device mesh) or 'pmap'
     config.sync_batch_norm = True  # False (pmap only): BatchNorm statistics per device
 

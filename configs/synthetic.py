@@ -38,7 +38,8 @@ def get_config(variant: str = default.DEFAULT_VARIANT):
     config.lr_steps = (20, 27)
     if variant == "ldl_jax":
         # From scratch and 30 epochs, each row's theta moves only 30 times: 3x the reference's
-        # lamb_lr (measured in docs/METHOD.md §3, "Beyond the reference").
+        # lamb_lr (docs/METHOD.md §3, "Beyond the reference"; found under the earlier protocol,
+        # docs/EXPERIMENTS.md, "Earlier findings").
         config.lamb_lr = 30.0
     config.val_interval = 500
     config.save_interval = 2
