@@ -49,8 +49,8 @@ def get_config(variant: str = DEFAULT_VARIANT):
         )
     config = ml_collections.ConfigDict()
     config.seed = 0
-    # 'ldl' trains LDLVA (ldl_jax/train.py); 'va' a valence/arousal regressor for data sets
-    # without VA labels (ldl_jax/va_train.py, then `python -m ldl_jax.annotate_va`).
+    # 'ldl' trains LDLVA; 'va' a valence/arousal regressor for data sets without VA labels (then
+    # `python -m ldl_jax.annotate_va`). Both run in ldl_jax/train.py (ldl_jax/tasks.py).
     config.task = "ldl"
     config.va_loss = "ccc"  # task 'va': 'ccc' (1 - CCC, mean of both dimensions) or 'mse'
 

@@ -1,5 +1,6 @@
 """The noise study: its splits and baselines, and a tiny study whose figures come from the runs."""
 
+import hashlib
 import json
 
 import numpy as np
@@ -160,6 +161,9 @@ def test_tiny_study_picks_on_noisy_validation_and_reports_its_runs(tmp_path, mon
     assert f"| 30% | proportional | ce | {gap:+.1f} / " in report
     assert "a tuning set" in report and "neighbour label purity" in " ".join(report.split())
     assert "`ldlva_reference`" not in report  # only the methods the study ran are described
+    # The data every run read, so a study continued elsewhere can be checked to match.
+    clean_csv = (out / "data" / "clean" / "train.csv").read_bytes()
+    assert f"SHA-256 `{hashlib.sha256(clean_csv).hexdigest()[:16]}`" in report
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
 
     def no_training(*_, **__):

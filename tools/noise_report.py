@@ -197,7 +197,9 @@ def describe_data(d: dict) -> str:
         f"augmentation. Model and schedule: `{d['config']}`{overrides}. {start} Each run "
         f"is validated every {d['val_every_steps']} steps on the noisy validation split; "
         "'picked' is the checkpoint with the best validation accuracy, 'final' the last one. "
-        "Test never chooses anything."
+        "Test never chooses anything. The clean training CSV every run's labels and neighbours "
+        f"come from has SHA-256 `{d['train_csv_sha256'][:16]}`: a study continued on another "
+        "machine must find the same."
     )
 
 

@@ -24,6 +24,7 @@ confirmation in its report.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import concurrent.futures
 import importlib.util
 import json
@@ -518,7 +519,8 @@ def describe(args) -> dict:
     """What the report says of the study's data, neighbours and start."""
     data = pathlib.Path(args.out) / "data"
     config = _load_config(args.config, "reference", _parse_sets(args.set))
-    clean = pd.read_csv(clean_train_csv(args, data))
+    clean_csv = clean_train_csv(args, data)
+    clean = pd.read_csv(clean_csv)
     return {
         "command": " ".join(["python tools/noise_study.py", *args.argv]),
         "config": args.config,
@@ -532,6 +534,7 @@ def describe(args) -> dict:
         "val_every_steps": args.val_every_steps,
         "num_neighbors": config.num_neighbors,
         "purity": noise_splits.neighbor_label_purity(clean, config.num_neighbors),
+        "train_csv_sha256": hashlib.sha256(clean_csv.read_bytes()).hexdigest(),
         "va_regressor": args.va_regressor,
         "pretrain_epochs": args.pretrain_epochs,
         "pretrain_num_train": args.pretrain_num_train,
