@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 
 from ldl_jax import train, workdir_lock
-from tests import trainer_cli
-from tests.conftest import file_digests, make_data_config
+from tests.helpers import trainer_cli
+from tests.helpers.tiny import make_data_config
+from tests.helpers.workdirs import file_digests
 
 
 def _with_knn(row, knn):

@@ -11,7 +11,7 @@ import pytest
 
 from ldl_jax import inference, models, train
 from ldl_jax import inspect as lambda_inspect
-from tests.conftest import make_data_config, make_tiny_config
+from tests.helpers.tiny import make_data_config, make_tiny_config
 
 
 def test_precision_at_k_by_hand():

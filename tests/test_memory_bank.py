@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from ldl_jax import checkpointing, ldl, memory_bank, models, steps, testing, train_state
-from tests.conftest import make_tiny_config
+from tests.helpers.tiny import make_tiny_config
 
 NUM_ROWS = 20
 

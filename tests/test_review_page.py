@@ -24,7 +24,7 @@ from PIL import Image
 
 from ldl_jax import inspect as lambda_inspect
 from ldl_jax import review_page, train
-from tests.conftest import make_data_config
+from tests.helpers.tiny import make_data_config
 from tools import apply_review
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -9,7 +9,8 @@ import pytest
 import tensorflow as tf
 
 from ldl_jax import checkpointing, data, inference, ldl_measures, pretrained, train
-from tests.conftest import NUM_TEST, NUM_VAL, latest_state, make_data_config
+from tests.helpers.tiny import NUM_TEST, NUM_VAL, make_data_config
+from tests.helpers.workdirs import latest_state
 
 
 def test_two_step_run_writes_results_and_checkpoints(synthetic_dir, tmp_path):

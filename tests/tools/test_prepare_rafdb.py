@@ -12,8 +12,8 @@ from PIL import Image
 from ldl_jax import face_align
 from ldl_jax.data import tables
 from ldl_jax.va_knn import knn_in_va_space
-from tests.image_checks import distances_to_nearest_blob, draw_dots
-from tests.release_fakes import (
+from tests.helpers.image_checks import distances_to_nearest_blob, draw_dots
+from tests.helpers.release_fakes import (
     RAF_BOX,
     RAF_LANDMARKS,
     RAF_TEST,
@@ -25,7 +25,7 @@ from tests.release_fakes import (
 )
 from tools import prepare_rafdb
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def test_rafdb_labels_become_ours_and_paths_are_relative(tmp_path, capsys):

@@ -20,7 +20,7 @@ from ldl_jax.data import augment as augment_lib
 from ldl_jax.data import batches as batch_lib
 from ldl_jax.data import device_augment, streams, tables
 from ldl_jax.data import images as image_lib
-from tests.image_checks import erased_box, exact_transform
+from tests.helpers.image_checks import erased_box, exact_transform
 
 NUM_ROWS = 12
 SIZE = 16
@@ -627,4 +627,4 @@ def test_tables_batches_feeds_and_the_model_boundary_import_without_tensorflow()
         "ldl_jax.inference, ldl_jax.inspect"
     )
     code = f"import sys, {modules}; sys.exit('tensorflow' in sys.modules)"
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=pathlib.Path(__file__).parents[1])
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=pathlib.Path(__file__).parents[2])

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from tests.release_fakes import RAF_TRAIN, make_raf, run_main, write_jpeg
+from tests.helpers.release_fakes import RAF_TRAIN, make_raf, run_main, write_jpeg
 from tools import make_occluded, prepare_rafdb
 from tools.release_common import progress
 

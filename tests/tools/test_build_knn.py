@@ -11,7 +11,7 @@ import pytest
 from ldl_jax.va_knn import knn_in_va_space
 from tools import build_knn, make_noisy_labels
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def test_build_knn_writes_the_va_neighbours(tmp_path):

@@ -1,13 +1,13 @@
 """Device-resident training input: the in-step gather + augmentation and the placement choice
-(no TensorFlow; its agreement with the host transform is in tests/test_data.py)."""
+(no TensorFlow; its agreement with the host transform is in tests/data/test_tables.py)."""
 
 import jax
 import numpy as np
 import pytest
 
 from ldl_jax.data import device_augment, feeds
-from tests.conftest import make_tiny_config
-from tests.image_checks import erased_box, exact_transform
+from tests.helpers.image_checks import erased_box, exact_transform
+from tests.helpers.tiny import make_tiny_config
 
 NUM_ROWS, SIZE, PAD, NUM_NEIGHBORS = 12, 16, 2, 2
 
