@@ -1,7 +1,8 @@
-"""Reading the workdirs the tests train: file digests, the latest state."""
+"""Reading and copying the workdirs the tests train: file digests, the latest state, a copy."""
 
 import hashlib
 import pathlib
+import shutil
 
 import jax
 
@@ -32,3 +33,15 @@ def latest_state(config, workdir, step=None, which="latest"):
         return checkpoints.restore(target, which, step)
     finally:
         checkpoints.close()
+
+
+def copy_workdir(source: pathlib.Path, destination: pathlib.Path) -> pathlib.Path:
+    """A copy of the finished run in `source` at `destination` (which may exist, empty), as
+    the run left it: without the `eval/` reports that readers of `source` may have added."""
+    source = pathlib.Path(source)
+
+    def ignore(directory, names):
+        return ["eval"] if pathlib.Path(directory) == source and "eval" in names else []
+
+    shutil.copytree(source, destination, ignore=ignore, dirs_exist_ok=True)
+    return pathlib.Path(destination)
