@@ -1,7 +1,8 @@
-"""Helpers for the tests and `tools/benchmark.py`: random batches, images and memory banks,
-per-process slices."""
+"""Helpers for the tests and `tools/benchmark.py`: random batches, images and memory banks.
 
-import jax
+They live in the package because the benchmark uses them; the tests' other helpers are in
+tests/helpers/."""
+
 import numpy as np
 
 from ldl_jax import backbones, memory_bank
@@ -26,14 +27,6 @@ def random_train_images(config, num_rows: int, seed: int = 0) -> np.ndarray:
     """(num_rows, S, S, 3) random uint8 training images (for device-resident input)."""
     size = config.input_size
     return np.random.default_rng(seed).integers(0, 256, (num_rows, size, size, 3), np.uint8)
-
-
-def local_slice(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """This process's contiguous share of a global batch."""
-    count, index = jax.process_count(), jax.process_index()
-    return jax.tree.map(
-        lambda x: x[index * (len(x) // count) : (index + 1) * (len(x) // count)], batch
-    )
 
 
 def random_bank(config, num_rows: int, seed: int = 0):

@@ -1,90 +1,21 @@
-"""Shared fixtures: a tiny config and random batches in the train step's format."""
-
-import hashlib
-import pathlib
+"""Session-wide fixtures: the small synthetic set, the runs trained on it once for every test
+that reads them, and the tiny config. The helpers they are built from are in tests/helpers/."""
 
 import jax
-import ml_collections
+import pandas as pd
 import pytest
 
-from configs import default
+from tests.helpers.tiny import (
+    MIN_COMPILE_TIME_SECS,
+    XLA_CACHE_DIR,
+    make_data_config,
+    make_tiny_config,
+    synthetic_spec,
+)
+from tests.helpers.workdirs import copy_workdir
 
-# Tests build the same small programs many times (each training run compiles its own step):
-# a persistent compilation cache (keyed by the program, so never stale) turns repeats into hits.
-XLA_CACHE_DIR = pathlib.Path(__file__).resolve().parents[1] / ".pytest_cache" / "xla"
 jax.config.update("jax_compilation_cache_dir", str(XLA_CACHE_DIR))
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-
-
-def make_tiny_config(variant="ldl_jax", **overrides):
-    """The base config shrunk to a model and images that run in seconds on a CPU; the
-    `ldl_jax` variant by default, so that the tests exercise every deviation's code (tests of
-    the reference's behaviour set its fields)."""
-    config = default.get_config(variant)
-    config.model.backbone = "resnet_tiny"
-    config.input_size = 16
-    config.pad_size = 2
-    config.batch_size = 4
-    config.num_neighbors = 3
-    config.lr = 1e-3
-    config.update(overrides)
-    return config
-
-
-def make_data_config(data_dir, **overrides):
-    """The tiny config on a synthetic data set in `data_dir`, training 2 steps."""
-    fields = dict(num_train_steps=2, log_every_steps=1, val_interval=2, eval_batch_size=4)
-    config = make_tiny_config(**{**fields, **overrides})
-    config.data.image_dir = str(data_dir / "images")
-    config.data.train_csv = str(data_dir / "train.csv")
-    config.data.val_csv = str(data_dir / "val.csv")
-    config.data.test_csv = str(data_dir / "test.csv")
-    return config
-
-
-NUM_TRAIN, NUM_VAL, NUM_TEST = 40, 10, 13  # 13 test images: not a multiple of any batch size
-
-
-def file_digests(directory: pathlib.Path) -> dict[str, str]:
-    """Relative path -> SHA-256 of every file under `directory`: equal before and after means
-    nothing in it changed."""
-    return {
-        str(path.relative_to(directory)): hashlib.sha256(path.read_bytes()).hexdigest()
-        for path in sorted(directory.rglob("*"))
-        if path.is_file()
-    }
-
-
-def latest_state(config, workdir, step=None, which="latest"):
-    """(state, meta) of a workdir's latest checkpoint (or `step`, or the `which="best"` one)
-    trained on `synthetic_dir`."""
-    from ldl_jax import checkpointing, models
-    from ldl_jax.train_state import create_optimizer, create_train_state
-
-    model = models.create_model(config)
-    tx = create_optimizer(config, 1)
-    target = jax.eval_shape(lambda: create_train_state(config, model, tx, NUM_TRAIN))
-    checkpoints = checkpointing.Checkpoints(workdir)
-    try:
-        return checkpoints.restore(target, which, step)
-    finally:
-        checkpoints.close()
-
-
-def synthetic_spec(data_dir) -> ml_collections.ConfigDict:
-    """`config.data.synthetic` for a small set at 16x16 with 4 neighbours per row."""
-    return ml_collections.ConfigDict(
-        dict(
-            dir=str(data_dir),
-            seed=0,
-            num_train=NUM_TRAIN,
-            num_val=NUM_VAL,
-            num_test=NUM_TEST,
-            image_size=16,
-            num_neighbors=4,
-            class_balance="default",
-        )
-    )
+jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_TIME_SECS)
 
 
 @pytest.fixture(scope="session")
@@ -101,12 +32,42 @@ def synthetic_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def trained_workdir(synthetic_dir, tmp_path_factory):
     """A workdir of the tiny config trained 2 steps on `synthetic_dir` (evaluation, prediction
-    and export tests read it; they may add files under its eval/ only)."""
+    and export tests read it; they may add files under its eval/ only; tests that write to it
+    otherwise take `trained_copy`)."""
     from ldl_jax import train
 
     workdir = tmp_path_factory.mktemp("trained")
     train.train_and_evaluate(make_data_config(synthetic_dir), workdir)
     return workdir
+
+
+@pytest.fixture
+def trained_copy(trained_workdir, tmp_path):
+    """`tmp_path` holding a copy of `trained_workdir` as its run left it (no eval/ reports):
+    the workdir of a test that writes to it."""
+    return copy_workdir(trained_workdir, tmp_path)
+
+
+@pytest.fixture(scope="session")
+def noisy_run(synthetic_dir, tmp_path_factory):
+    """(workdir, training CSV) of a 4-step run on `synthetic_dir` whose first 6 training labels
+    are flipped to the next class (clean labels in `expression_backup`); the inspection tests
+    copy the workdir before writing to it, and nobody writes to the CSV."""
+    from ldl_jax import train
+
+    root = tmp_path_factory.mktemp("noisy")
+    frame = pd.read_csv(synthetic_dir / "train.csv")
+    noisy = frame["expression"].to_numpy().copy()
+    noisy[:6] = (noisy[:6] + 1) % 7
+    train_csv = root / "train_noisy.csv"
+    frame.assign(expression_backup=frame["expression"], expression=noisy).to_csv(
+        train_csv, index=False
+    )
+    config = make_data_config(synthetic_dir, num_train_steps=4)
+    config.data.train_csv = str(train_csv)
+    workdir = root / "run"
+    train.train_and_evaluate(config, workdir)
+    return workdir, train_csv
 
 
 @pytest.fixture

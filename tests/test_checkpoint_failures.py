@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 from ldl_jax import checkpointing, train
-from tests import trainer_cli
-from tests.conftest import file_digests, latest_state, make_data_config
+from tests.helpers import trainer_cli
+from tests.helpers.tiny import make_data_config
+from tests.helpers.workdirs import file_digests, latest_state
 
 STEPS, SAVE_FLAGS = 20, ("--config.num_train_steps=20", "--config.save_interval=1")
 

@@ -9,9 +9,9 @@ import shutil
 import pandas as pd
 import pytest
 
-from ldl_jax import train, workdir_lock
-from tests import trainer_cli
-from tests.conftest import file_digests, make_data_config
+from ldl_jax import workdir_lock
+from tests.helpers import trainer_cli
+from tests.helpers.workdirs import copy_workdir, file_digests
 
 
 def _with_knn(row, knn):
@@ -108,11 +108,9 @@ def _bad_data(synthetic_dir, data, spoil):
 
 
 @pytest.fixture(scope="module")
-def outcomes(synthetic_dir, tmp_path_factory):
+def outcomes(synthetic_dir, trained_workdir, tmp_path_factory):
     """name -> (finished run, its workdir, the workdir's file digests before it or None)."""
     root = tmp_path_factory.mktemp("cli_errors")
-    trained = root / "trained"
-    train.train_and_evaluate(make_data_config(synthetic_dir), trained)
     runs = {}
     for name, (spoil, flags, _) in BAD_DATA.items():
         data = root / name / "data"
@@ -121,7 +119,7 @@ def outcomes(synthetic_dir, tmp_path_factory):
         runs[name] = (root / name, data, root / name / "run", flags, None)
     for name, (flags, _) in BAD_WORKDIR.items():
         workdir = root / name / "run"
-        shutil.copytree(trained, workdir)
+        copy_workdir(trained_workdir, workdir)
         runs[name] = (root / name, synthetic_dir, workdir, flags, file_digests(workdir))
 
     def run(name):

@@ -3,7 +3,7 @@
 import pytest
 
 from ldl_jax import config_checks
-from tests.conftest import make_tiny_config
+from tests.helpers.tiny import make_tiny_config
 
 
 def _config(**overrides):

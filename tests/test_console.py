@@ -11,7 +11,7 @@ import time
 import pytest
 
 from ldl_jax import console, train
-from tests import trainer_cli
+from tests.helpers import trainer_cli
 
 # Lines of the libraries' INFO logs, the parameter table and TensorFlow's load-time banner.
 CHATTER = (

@@ -18,7 +18,7 @@ import pytest
 
 from ldl_jax import convert, models, pretrained
 from ldl_jax.train_state import create_optimizer, create_train_state
-from tests.conftest import make_tiny_config
+from tests.helpers.tiny import make_tiny_config
 
 try:
     import torch

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from ldl_jax import face_align
-from tests.image_checks import distances_to_nearest_blob, draw_dots
+from tests.helpers.image_checks import distances_to_nearest_blob, draw_dots
 
 
 def _rotation_scale(angle_degrees, scale, shift):

@@ -9,9 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ldl_jax import inference, models, train
+from ldl_jax import inference, models
 from ldl_jax import inspect as lambda_inspect
-from tests.conftest import make_data_config, make_tiny_config
+from tests.helpers.tiny import make_tiny_config
+from tests.helpers.workdirs import copy_workdir
 
 
 def test_precision_at_k_by_hand():
@@ -35,18 +36,11 @@ def test_auroc_matches_pair_counting():
     assert lambda_inspect.auroc(np.array([0.9, 0.8, 0.1]), np.array([1, 1, 0])) == 1.0
 
 
-def test_inspect_writes_ranking_plots_and_detection(synthetic_dir, tmp_path):
+def test_inspect_writes_ranking_plots_and_detection(synthetic_dir, noisy_run, tmp_path):
     frame = pd.read_csv(synthetic_dir / "train.csv")
     noisy = frame["expression"].to_numpy().copy()
     noisy[:6] = (noisy[:6] + 1) % 7
-    noisy_csv = tmp_path / "train_noisy.csv"
-    frame.assign(expression_backup=frame["expression"], expression=noisy).to_csv(
-        noisy_csv, index=False
-    )
-    config = make_data_config(synthetic_dir, num_train_steps=4)
-    config.data.train_csv = str(noisy_csv)
-    workdir = tmp_path / "run"
-    train.train_and_evaluate(config, workdir)
+    workdir = copy_workdir(noisy_run[0], tmp_path / "run")
 
     summary = lambda_inspect.inspect_run(workdir, grid=4, batch_size=8)
     out = workdir / "inspect" / "latest-4"

@@ -16,7 +16,7 @@ from ldl_jax import (
     testing,
     train_state,
 )
-from tests.conftest import make_tiny_config
+from tests.helpers.tiny import make_tiny_config
 
 NUM_ROWS = 20
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ldl_jax import backbones, models
-from tests.conftest import make_tiny_config
+from tests.helpers.tiny import make_tiny_config
 
 
 def _num_params(module, input_size, *args):

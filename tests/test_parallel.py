@@ -1,6 +1,6 @@
 """Data parallelism: 1 vs 2 vs 4 devices (pmap and mesh), a device-count change on restore,
 and two processes, with images fed from the host and resident on the devices. Devices are faked
-on the CPU in subprocesses (tests/parallel_worker.py)."""
+on the CPU in subprocesses (tests/helpers/parallel_worker.py)."""
 
 import json
 import os
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from ldl_jax import testing, train
-from tests.conftest import XLA_CACHE_DIR, make_data_config, make_tiny_config
+from tests.helpers.tiny import compilation_cache_env, make_data_config, make_tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Adam moves every parameter by about +-lr on its first steps, whatever the gradient's size, so
@@ -31,8 +31,8 @@ PLACEMENTS = ("host", "device")
 
 
 def _worker(*args, env=None):
-    command = [sys.executable, "-m", "tests.parallel_worker", *args]
-    environment = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(XLA_CACHE_DIR), **(env or {}))
+    command = [sys.executable, "-m", "tests.helpers.parallel_worker", *args]
+    environment = dict(os.environ, **compilation_cache_env(), **(env or {}))
     return subprocess.Popen(
         command,
         cwd=ROOT,

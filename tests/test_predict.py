@@ -16,7 +16,7 @@ from PIL import ExifTags, Image, ImageOps
 
 from ldl_jax import inference, photos, predict, synthetic, train
 from ldl_jax.data import images
-from tests.conftest import make_data_config
+from tests.helpers.tiny import make_data_config
 
 PHOTO_SIZE = (360, 280)  # (width, height) of the photo a face is pasted into
 FACE_AT, FACE_SIDE = (100, 40), 200

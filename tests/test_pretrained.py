@@ -12,7 +12,7 @@ import pytest
 
 from ldl_jax import checkpointing, inference, models, pretrained, task_models, train
 from ldl_jax.train_state import create_optimizer, create_train_state
-from tests.conftest import make_data_config, make_tiny_config
+from tests.helpers.tiny import make_data_config, make_tiny_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -201,7 +201,7 @@ def test_training_path_never_imports_torch(converted):
     script = f"""
 import sys
 from ldl_jax import inference, main, models, pretrained, train, train_state
-from tests.conftest import make_tiny_config
+from tests.helpers.tiny import make_tiny_config
 config = make_tiny_config()
 config.model.pretrained = {str(path)!r}
 model = models.create_model(config)

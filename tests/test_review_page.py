@@ -23,8 +23,8 @@ import pytest
 from PIL import Image
 
 from ldl_jax import inspect as lambda_inspect
-from ldl_jax import review_page, train
-from tests.conftest import make_data_config
+from ldl_jax import review_page
+from tests.helpers.workdirs import copy_workdir
 from tools import apply_review
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -37,21 +37,12 @@ def _embedded_data(html: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def reviewed_run(synthetic_dir, tmp_path_factory):
-    """A 4-step run on the synthetic set with 6 flipped labels (test_inspect's run, so its
-    compiled programs come from the cache) and its inspection with a page of every row."""
+def reviewed_run(noisy_run, tmp_path_factory):
+    """A copy of the session's 4-step run on the synthetic set with 6 flipped labels (the one
+    test_inspect inspects) and its inspection with a page of every row."""
     root = tmp_path_factory.mktemp("review")
-    frame = pd.read_csv(synthetic_dir / "train.csv")
-    noisy = frame["expression"].to_numpy().copy()
-    noisy[:6] = (noisy[:6] + 1) % 7
-    train_csv = root / "train_noisy.csv"
-    frame.assign(expression_backup=frame["expression"], expression=noisy).to_csv(
-        train_csv, index=False
-    )
-    config = make_data_config(synthetic_dir, num_train_steps=4)
-    config.data.train_csv = str(train_csv)
-    workdir = root / "run"
-    train.train_and_evaluate(config, workdir)
+    workdir = copy_workdir(noisy_run[0], root / "run")
+    train_csv = noisy_run[1]
     result = lambda_inspect.inspect_run(workdir, grid=4, batch_size=8, html_rows=0)
     return workdir, train_csv, pathlib.Path(result["out"]), result
 

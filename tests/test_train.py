@@ -9,7 +9,8 @@ import pytest
 import tensorflow as tf
 
 from ldl_jax import checkpointing, data, inference, ldl_measures, train
-from tests.conftest import NUM_TEST, NUM_VAL, latest_state, make_data_config
+from tests.helpers.tiny import NUM_TEST, NUM_VAL, make_data_config
+from tests.helpers.workdirs import latest_state
 
 
 def test_two_step_run_writes_results_and_checkpoints(synthetic_dir, tmp_path):
@@ -99,8 +100,8 @@ def test_memory_bank_run_is_filled_fed_without_neighbour_images_and_resumes_exac
     assert inference.read_workdir_backbone(resumed)[0] == "resnet_tiny"
 
 
+@pytest.mark.usefixtures("trained_copy")
 def test_eval_mode_restores_and_counts_each_image_once(synthetic_dir, tmp_path):
-    train.train_and_evaluate(make_data_config(synthetic_dir), tmp_path)
     trained = json.loads((tmp_path / train.EVAL_RESULTS_FILE).read_text())
     config = make_data_config(synthetic_dir, eval_batch_size=3)
     results = train.evaluate_checkpoint(config, tmp_path, "best")
@@ -111,11 +112,11 @@ def test_eval_mode_restores_and_counts_each_image_once(synthetic_dir, tmp_path):
         train.evaluate_checkpoint(config, tmp_path, "7")
 
 
+@pytest.mark.usefixtures("trained_copy")
 def test_eval_reports_the_ldl_measures_against_the_crowd_distributions(synthetic_dir, tmp_path):
     """The measures in eval_results.json and TensorBoard are those of the test CSV's crowd
     distributions against what the restored model predicts for each image."""
     config = make_data_config(synthetic_dir)
-    train.train_and_evaluate(config, tmp_path)
     results = train.evaluate_checkpoint(config, tmp_path, "latest")
     out = tmp_path / "eval" / "latest-2"
     saved = json.loads((out / train.EVAL_RESULTS_FILE).read_text())
@@ -135,8 +136,8 @@ def test_eval_reports_the_ldl_measures_against_the_crowd_distributions(synthetic
     assert {f"test/ldl/{name}" for name in expected} <= tags
 
 
+@pytest.mark.usefixtures("trained_copy")
 def test_checkpoint_of_another_model_is_refused_before_writing(synthetic_dir, tmp_path):
-    train.train_and_evaluate(make_data_config(synthetic_dir), tmp_path)
     config_before = (tmp_path / "config.json").read_text()
     other = make_data_config(synthetic_dir)
     other.model.backbone = "ir_tiny"
@@ -147,8 +148,8 @@ def test_checkpoint_of_another_model_is_refused_before_writing(synthetic_dir, tm
         train.evaluate_checkpoint(other, tmp_path)
 
 
+@pytest.mark.usefixtures("trained_copy")
 def test_non_finite_loss_stops_with_the_step_and_keeps_the_checkpoint(synthetic_dir, tmp_path):
-    train.train_and_evaluate(make_data_config(synthetic_dir), tmp_path)
     with pytest.raises(FloatingPointError, match="step 4"):
         train.train_and_evaluate(
             make_data_config(synthetic_dir, num_train_steps=6, lr=float("nan")), tmp_path

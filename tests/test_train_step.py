@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ldl_jax import ldl, models, steps, testing, train_state
-from tests.conftest import make_tiny_config
+from tests.helpers.tiny import make_tiny_config
 
 NUM_ROWS = 20
 

@@ -26,7 +26,7 @@ from ldl_jax import (
 from ldl_jax.data import images as image_lib
 from ldl_jax.data import streams, tables
 from ldl_jax.train_state import create_optimizer
-from tests.conftest import NUM_TEST, NUM_TRAIN, NUM_VAL, make_data_config, make_tiny_config
+from tests.helpers.tiny import NUM_TEST, NUM_TRAIN, NUM_VAL, make_data_config, make_tiny_config
 
 
 def make_va_config(data_dir, **overrides):
@@ -333,7 +333,7 @@ def test_annotate_names_missing_images_and_bad_arguments(synthetic_dir, va_workd
 def test_noise_study_takes_its_va_neighbours_from_a_regressor(va_workdir, tmp_path):
     """--va_regressor: the study's training rows get the regressor's VA and knn (annotate_va),
     its noisy copies keep them, and a later call without the flag is refused."""
-    from tests.test_noise_study import TINY
+    from tests.tools.test_noise_study import TINY
     from tools import noise_study
 
     out = tmp_path / "study"

@@ -24,8 +24,8 @@ confirmation in its report.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import concurrent.futures
+import hashlib
 import importlib.util
 import json
 import os

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from ldl_jax.va_knn import knn_in_va_space
-from tests.release_fakes import knn_of, run_main, write_jpeg
+from tests.helpers.release_fakes import knn_of, run_main, write_jpeg
 from tools import prepare_affectnet
 
 AFFECTNET_HEADER = (

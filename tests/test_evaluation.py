@@ -7,7 +7,7 @@ import pytest
 
 from ldl_jax import evaluation, steps, train
 from ldl_jax.data import batches as batch_lib
-from tests.conftest import make_data_config
+from tests.helpers.tiny import make_data_config
 
 
 class FixedLogitsModel:

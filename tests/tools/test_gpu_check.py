@@ -9,10 +9,10 @@ import sys
 
 import pytest
 
-from tests.conftest import XLA_CACHE_DIR
+from tests.helpers.tiny import XLA_CACHE_DIR
 from tools import gpu_check
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 BENCH = "bench/resnet_tiny-16/float32/b4"
 TRAIN_STEPS = 40
 

@@ -1,4 +1,4 @@
-"""tools/prepare_rafdb.py on small fake RAF-DB releases."""
+"""tools/prepare_rafdb.py on small fake RAF-DB releases, and the trainer on its CSVs."""
 
 import pathlib
 import subprocess
@@ -12,8 +12,8 @@ from PIL import Image
 from ldl_jax import face_align
 from ldl_jax.data import tables
 from ldl_jax.va_knn import knn_in_va_space
-from tests.image_checks import distances_to_nearest_blob, draw_dots
-from tests.release_fakes import (
+from tests.helpers.image_checks import distances_to_nearest_blob, draw_dots
+from tests.helpers.release_fakes import (
     RAF_BOX,
     RAF_LANDMARKS,
     RAF_TEST,
@@ -23,9 +23,9 @@ from tests.release_fakes import (
     run_main,
     write_raf_annotations,
 )
-from tools import prepare_rafdb
+from tools import make_occluded, prepare_rafdb
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def test_rafdb_labels_become_ours_and_paths_are_relative(tmp_path, capsys):
@@ -284,3 +284,33 @@ def test_rafdb_va_csv_takes_the_reference_repositorys_published_csv(tmp_path, ca
     train = pd.read_csv(tmp_path / "o" / "train.csv")
     np.testing.assert_allclose(train[["valence", "arousal"]].to_numpy(), va, rtol=1e-12)
     np.testing.assert_array_equal(knn_of(train), knn_in_va_space(va, 3))
+
+
+# -------------------------------------------------------------------------- the trainer on the CSVs
+
+
+def test_the_trainer_accepts_the_written_csvs(tmp_path, capsys):
+    from ldl_jax.data import tables
+
+    raf = make_raf(tmp_path / "basic")
+    va = pd.DataFrame(
+        {
+            "name": [name for name, _ in RAF_TRAIN],
+            "valence": np.linspace(-1, 1, len(RAF_TRAIN)),
+            "arousal": np.linspace(1, -0.5, len(RAF_TRAIN)) ** 2,
+        }
+    )
+    va.to_csv(tmp_path / "va.csv", index=False)
+    out = tmp_path / "raf"
+    args = ["--root", raf, "--out", out, "--va_csv", tmp_path / "va.csv", "--num_neighbors", "4"]
+    assert run_main(prepare_rafdb.main, args, capsys)[0] == 0
+    image_dir = raf / "Image" / "aligned"
+    table = tables.read_train_table(out / "train.csv", image_dir, num_classes=7, num_neighbors=4)
+    assert table.num_rows == 14
+    tables.read_eval_table(out / "test.csv", image_dir, num_classes=7)
+    occlusion_args = ["--csv", out / "test.csv", "--image_dir", image_dir, "--out", tmp_path / "m"]
+    assert run_main(make_occluded.main, [*occlusion_args, "--kind", "mask"], capsys)[0] == 0
+    occluded = tables.read_eval_table(
+        tmp_path / "m" / "test.csv", tmp_path / "m" / "images", num_classes=7
+    )
+    assert len(occluded.labels) == 7

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from ldl_jax.va_knn import knn_in_va_space
-from tests.conftest import file_digests
+from tests.helpers.workdirs import file_digests
 from tools import apply_review
 
 

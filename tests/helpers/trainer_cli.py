@@ -6,11 +6,11 @@ import pathlib
 import subprocess
 import sys
 
-from tests.conftest import XLA_CACHE_DIR
+from tests.helpers.tiny import compilation_cache_env
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 TINY_CONFIG = """
-from tests.conftest import make_data_config
+from tests.helpers.tiny import make_data_config
 import pathlib
 
 def get_config():
@@ -30,7 +30,7 @@ def environment(compilation_cache: bool = True) -> dict[str, str]:
     """The test process's environment, TensorFlow's C++ logs off, JAX's compilation cache on."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     if compilation_cache:
-        env["JAX_COMPILATION_CACHE_DIR"] = str(XLA_CACHE_DIR)
+        env.update(compilation_cache_env())
     return env
 
 

@@ -1,5 +1,4 @@
-"""Occluded test sets (tools/make_occluded.py), the trainer on the converters' CSVs, and the
-shared progress helper."""
+"""tools/make_occluded.py: occluded copies of a test set."""
 
 import pathlib
 
@@ -8,11 +7,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from tests.release_fakes import RAF_TRAIN, make_raf, run_main, write_jpeg
-from tools import make_occluded, prepare_rafdb
-from tools.release_common import progress
-
-# ----------------------------------------------------------------------------- occlusion
+from tests.helpers.release_fakes import run_main, write_jpeg
+from tools import make_occluded
 
 
 def make_test_set(root: pathlib.Path, count: int = 6, size=(64, 64)) -> pathlib.Path:
@@ -101,42 +97,3 @@ def test_occlusion_names_the_line_of_a_missing_image(tmp_path, capsys):
     code, _, err = run_main(make_occluded.main, [*args, "--kind", "eyes"], capsys)
     assert code == 2
     assert "test.csv:6: image" in err and "face_4.jpg is missing" in err
-
-
-# ----------------------------------------------------------------------------- the trainer
-
-
-def test_the_trainer_accepts_the_written_csvs(tmp_path, capsys):
-    from ldl_jax.data import tables
-
-    raf = make_raf(tmp_path / "basic")
-    va = pd.DataFrame(
-        {
-            "name": [name for name, _ in RAF_TRAIN],
-            "valence": np.linspace(-1, 1, len(RAF_TRAIN)),
-            "arousal": np.linspace(1, -0.5, len(RAF_TRAIN)) ** 2,
-        }
-    )
-    va.to_csv(tmp_path / "va.csv", index=False)
-    out = tmp_path / "raf"
-    args = ["--root", raf, "--out", out, "--va_csv", tmp_path / "va.csv", "--num_neighbors", "4"]
-    assert run_main(prepare_rafdb.main, args, capsys)[0] == 0
-    image_dir = raf / "Image" / "aligned"
-    table = tables.read_train_table(out / "train.csv", image_dir, num_classes=7, num_neighbors=4)
-    assert table.num_rows == 14
-    tables.read_eval_table(out / "test.csv", image_dir, num_classes=7)
-    occlusion_args = ["--csv", out / "test.csv", "--image_dir", image_dir, "--out", tmp_path / "m"]
-    assert run_main(make_occluded.main, [*occlusion_args, "--kind", "mask"], capsys)[0] == 0
-    occluded = tables.read_eval_table(
-        tmp_path / "m" / "test.csv", tmp_path / "m" / "images", num_classes=7
-    )
-    assert len(occluded.labels) == 7
-
-
-def test_progress_reports_every_tenth_of_a_long_job_only(capsys):
-    assert list(progress(range(2000), 2000, "decoding")) == list(range(2000))
-    assert capsys.readouterr().err.splitlines() == [
-        f"decoding: {200 * i}/2000" for i in range(1, 11)
-    ]
-    assert list(progress(range(20), 20, "decoding")) == list(range(20))
-    assert capsys.readouterr().err == ""
