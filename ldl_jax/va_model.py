@@ -3,7 +3,8 @@
 A data set without valence and arousal (RAF-DB) gets them from a regressor trained on one that
 has them (AffectNet, docs/METHOD.md §8): the backbone of the LDLVA configs with a 2-d tanh
 head, trained with MSE or 1 - CCC. `ldl_jax.train` runs the loop (task 'va' of
-`ldl_jax.tasks`) and `ldl_jax.annotate_va` applies the result. No TensorFlow here: this module runs on machines that have only JAX.
+`ldl_jax.tasks`) and `ldl_jax.annotate_va` applies the result. No TensorFlow here: this
+module runs on machines that have only JAX.
 
 The regressor is `models.Classifier` with two outputs under a `classifier` scope, as in
 `models.LDLVA`, so `config.model.pretrained` loads a converted backbone the same way.
