@@ -1,21 +1,18 @@
 """Session-wide fixtures: the small synthetic set, the runs trained on it once for every test
 that reads them, and the tiny config. The helpers they are built from are in tests/helpers/."""
 
-import jax
 import pandas as pd
 import pytest
 
 from tests.helpers.tiny import (
-    MIN_COMPILE_TIME_SECS,
-    XLA_CACHE_DIR,
     make_data_config,
     make_tiny_config,
     synthetic_spec,
+    use_compilation_cache,
 )
 from tests.helpers.workdirs import copy_workdir
 
-jax.config.update("jax_compilation_cache_dir", str(XLA_CACHE_DIR))
-jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_TIME_SECS)
+use_compilation_cache()
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,8 @@ from tests.helpers import trainer_cli
 from tests.helpers.tiny import make_data_config
 from tests.helpers.workdirs import file_digests, latest_state
 
+pytestmark = pytest.mark.slow  # a 20-step run shared by the module; the command line
+
 STEPS, SAVE_FLAGS = 20, ("--config.num_train_steps=20", "--config.save_interval=1")
 
 

@@ -13,6 +13,8 @@ from ldl_jax import workdir_lock
 from tests.helpers import trainer_cli
 from tests.helpers.workdirs import copy_workdir, file_digests
 
+pytestmark = pytest.mark.slow  # every test runs the trainer's command line
+
 
 def _with_knn(row, knn):
     return lambda f: f.assign(knn=f["knn"].where(f.index != row, knn))

@@ -35,6 +35,7 @@ def tiny_run(synthetic_dir, tmp_path_factory):
     return done, root / "run"
 
 
+@pytest.mark.slow
 def test_the_console_shows_progress_results_and_a_summary_without_library_chatter(tiny_run):
     done, workdir = tiny_run
     lines = (done.stdout + done.stderr).splitlines()
@@ -48,6 +49,7 @@ def test_the_console_shows_progress_results_and_a_summary_without_library_chatte
     assert f"Outputs in {console.shown_path(workdir)}: {train.EVAL_RESULTS_FILE}" in done.stdout
 
 
+@pytest.mark.slow
 def test_train_log_holds_the_full_log_from_the_first_line(tiny_run):
     done, workdir = tiny_run
     log = (workdir / "train.log").read_text()

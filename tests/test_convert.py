@@ -221,6 +221,7 @@ def _pretrained_state(backbone, size, pretrained_dir):
     return model, create_train_state(config, model, create_optimizer(config, 1), 8)
 
 
+@pytest.mark.slow
 @requires_torch
 @pytest.mark.parametrize("source", sorted(CASES))
 def test_converted_backbone_gives_the_pytorch_features(source, tmp_path):

@@ -14,11 +14,14 @@ import time
 
 import jax
 import numpy as np
+import pytest
 
 from ldl_jax import checkpointing, train
 from tests.helpers import trainer_cli
 from tests.helpers.tiny import make_data_config
 from tests.helpers.workdirs import latest_state
+
+pytestmark = pytest.mark.slow  # the trainer's command line, killed and rerun
 
 NUM_STEPS = 40  # 4 epochs of 10 steps: latest checkpoints at 10, 20, 30 and 40
 # --verbose_logs: the metrics line logged after every step reaches stderr (not only train.log).

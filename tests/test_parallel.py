@@ -14,6 +14,8 @@ import pytest
 from ldl_jax import testing, train
 from tests.helpers.tiny import compilation_cache_env, make_data_config, make_tiny_config
 
+pytestmark = pytest.mark.slow  # workers on faked devices in subprocesses
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Adam moves every parameter by about +-lr on its first steps, whatever the gradient's size, so
 # a parameter whose gradient is at rounding level may step the other way on another device

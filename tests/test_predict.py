@@ -121,6 +121,7 @@ def read_clip(path):
     return frames
 
 
+@pytest.mark.slow
 def test_command_line_on_photos_and_a_video(trained_workdir, face_crop, tmp_path):
     photo = face_photo(face_crop)
     inputs = tmp_path / "inputs"

@@ -196,6 +196,7 @@ def test_bad_pretrained_fails_before_any_training_work(synthetic_dir, tmp_path, 
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_training_path_never_imports_torch(converted):
     path, _ = converted
     script = f"""

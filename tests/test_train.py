@@ -32,6 +32,7 @@ def test_two_step_run_writes_results_and_checkpoints(synthetic_dir, tmp_path):
     assert checkpointing.Checkpoints(tmp_path).latest_step(checkpointing.BEST) == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("placement", ["host", "device"])
 def test_resume_matches_uninterrupted_run(synthetic_dir, tmp_path, placement):
     def config(steps):
@@ -74,6 +75,7 @@ def test_clean_labels_in_expression_backup_never_reach_training(synthetic_dir, t
     assert np.any(np.asarray(states[0].theta) != states[0].theta[0])  # lambda did move
 
 
+@pytest.mark.slow
 def test_memory_bank_run_is_filled_fed_without_neighbour_images_and_resumes_exactly(
     synthetic_dir, tmp_path
 ):

@@ -306,6 +306,7 @@ def test_metrics_and_centers_after_a_step(compiled):
     assert np.any(new_state.centers != 0)
 
 
+@pytest.mark.slow
 def test_bfloat16_step_agrees_with_float32():
     results = {}
     for dtype in ("float32", "bfloat16"):

@@ -330,6 +330,7 @@ def test_annotate_names_missing_images_and_bad_arguments(synthetic_dir, va_workd
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_noise_study_takes_its_va_neighbours_from_a_regressor(va_workdir, tmp_path):
     """--va_regressor: the study's training rows get the regressor's VA and knn (annotate_va),
     its noisy copies keep them, and a later call without the flag is refused."""

@@ -9,9 +9,18 @@ from configs import default
 
 # Tests build the same small programs many times (each training run compiles its own step):
 # a persistent compilation cache (keyed by the program, so never stale) turns repeats into hits.
-# tests/conftest.py turns it on in the test process; subprocesses get `compilation_cache_env()`.
+# tests/conftest.py and the trainer's tiny config module (tests/helpers/trainer_cli.py) turn it
+# on with `use_compilation_cache()`; other subprocesses get `compilation_cache_env()`.
 XLA_CACHE_DIR = pathlib.Path(__file__).resolve().parents[2] / ".pytest_cache" / "xla"
 MIN_COMPILE_TIME_SECS = 0.5
+
+
+def use_compilation_cache() -> None:
+    """Turns the tests' persistent compilation cache on in this process."""
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", str(XLA_CACHE_DIR))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_TIME_SECS)
 
 
 def compilation_cache_env() -> dict[str, str]:

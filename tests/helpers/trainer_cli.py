@@ -9,9 +9,14 @@ import sys
 from tests.helpers.tiny import compilation_cache_env
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
+# The config module turns the compilation cache on, as the tests' process does (the config of
+# these runs used to be tests/conftest.py's, imported with its cache settings): in every run,
+# also those whose environment leaves JAX_COMPILATION_CACHE_DIR out.
 TINY_CONFIG = """
-from tests.helpers.tiny import make_data_config
+from tests.helpers.tiny import make_data_config, use_compilation_cache
 import pathlib
+
+use_compilation_cache()
 
 def get_config():
     return make_data_config(pathlib.Path({data!r}))

@@ -51,6 +51,7 @@ def dry_run(tmp_path_factory):
     )
 
 
+@pytest.mark.slow
 def test_every_planned_part_runs_to_the_end_without_tensorflow(dry_run):
     returncode, record, _ = dry_run
     parts = record["parts"]
@@ -61,6 +62,7 @@ def test_every_planned_part_runs_to_the_end_without_tensorflow(dry_run):
     assert record["environment"]["backend"] == "cpu"
 
 
+@pytest.mark.slow
 def test_the_benchmark_part_reports_each_step_and_the_ratios(dry_run):
     result = dry_run[1]["parts"][BENCH]["result"]
     for step in ("ldl_step", "bank_step", "floor", "plain_step"):
@@ -78,6 +80,7 @@ def test_the_benchmark_part_reports_each_step_and_the_ratios(dry_run):
     )
 
 
+@pytest.mark.slow
 def test_the_train_part_trains_in_bfloat16_and_its_loss_falls(dry_run):
     result = dry_run[1]["parts"]["train"]["result"]
     assert result["dtype"] == "bfloat16"
@@ -88,6 +91,7 @@ def test_the_train_part_trains_in_bfloat16_and_its_loss_falls(dry_run):
     assert 0 <= result["test_accuracy"] <= 1
 
 
+@pytest.mark.slow
 def test_the_table_has_a_row_for_each_part(dry_run):
     table = dry_run[2]
     assert f"| resnet_tiny bfloat16 B=8 | ok | {TRAIN_STEPS} |" in table

@@ -34,6 +34,7 @@ TINY = [
 ]
 
 
+@pytest.mark.slow
 def test_tiny_study_picks_on_noisy_validation_and_reports_its_runs(tmp_path, monkeypatch):
     out = tmp_path / "study"
     args = TINY + [f"--out={out}", f"--results={tmp_path / 'R.md'}", f"--plot={tmp_path / 'p.png'}"]
