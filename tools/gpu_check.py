@@ -45,7 +45,7 @@ import time
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 # Of the packages the parts import, the only one the GPU machine lacks (its image has JAX, flax,
-# optax, orbax-checkpoint, absl-py, etils, pandas, PIL; tests/test_gpu_check.py keeps
+# optax, orbax-checkpoint, absl-py, etils, pandas, PIL; tests/tools/test_gpu_check.py keeps
 # TensorFlow and clu off the parts' path).
 REQUIRED_WHEELS = ("ml_collections",)
 # The project's pins of what the image has in other versions: the fallback of the `train` part.

@@ -3,7 +3,7 @@
 The same transform as the host path's `ldl_jax.data.augment` (docs/METHOD.md §1), written the
 same way: per-image parameters are drawn (`draw_params`), then applied (`transform_rows`).
 Given the same parameters both produce the same pixels; the draws follow the same
-distributions (tests/test_data.py checks both).
+distributions (tests/data/test_device_augment.py checks both).
 
 Randomness comes from (seed, step) alone, as on the host: `image_keys` gives every image of a
 step its own key, folded from the step's key and the image's training row (and, for a
