@@ -204,7 +204,7 @@ def _va_compile_train(config, parallelism, model, tx, train_data) -> tuple[Train
     return train_step, functools.partial(train_data.train_batches, place=parallelism.place_batch)
 
 
-def compile_va_predict(parallelism, model):
+def _compile_va_predict(parallelism, model):
     """(variables, global uint8 batch) -> (n, 2) valence/arousal, over the device mesh."""
     return jax.jit(
         va_model.make_va_predict(model),
@@ -214,7 +214,7 @@ def compile_va_predict(parallelism, model):
 
 
 def _va_compile_evaluate(config, parallelism, model) -> EvaluateSet:
-    predict = compile_va_predict(parallelism, model)
+    predict = _compile_va_predict(parallelism, model)
 
     def place(image):
         return parallelism.place_batch({"image": image})["image"]
