@@ -18,6 +18,7 @@ import jax
 from ldl_jax import (
     config_fields,
     console,
+    data,
     evaluation,
     inference,
     memory_bank,
@@ -40,6 +41,7 @@ class Task:
 
     Attributes:
       name: its `config.task`.
+      row_format: the format of its CSVs' rows (`ldl_jax.data`: LDLVA_ROWS or VA_ROWS).
       best_metric: the validation metric (higher is better) that picks the `best` checkpoint.
       history_metrics: the validation metrics kept per evaluation in the checkpoints' meta.
       summary_mean_key: the `val_summary` key of the mean of the last evaluations' best_metric,
@@ -57,6 +59,7 @@ class Task:
     """
 
     name: str
+    row_format: str
     best_metric: str
     history_metrics: tuple[str, ...]
     summary_mean_key: str
@@ -167,6 +170,7 @@ def _ldl_report(config, name: str, metrics: dict[str, Any], restored, out) -> No
 
 LDL = Task(
     name=config_fields.LDL,
+    row_format=data.LDLVA_ROWS,
     best_metric="accuracy",
     history_metrics=("accuracy",),
     summary_mean_key="mean_of_last_{n}",
@@ -236,6 +240,7 @@ def _va_table_row(metrics: dict[str, Any]) -> dict[str, str]:
 
 VA = Task(
     name=config_fields.VA,
+    row_format=data.VA_ROWS,
     best_metric="ccc",
     history_metrics=("ccc", "rmse"),
     summary_mean_key="mean_ccc_of_last_{n}",

@@ -143,7 +143,7 @@ def train_and_evaluate(config, workdir) -> dict[str, Any]:
     started = time.monotonic()
     config = checked_config(config)
     task = tasks.of(config)
-    train_data = data.open_train_data(config)
+    train_data = data.open_train_data(config, task.row_format)
     workdir = data.resolve(workdir)
     steps_per_epoch = train_data.steps_per_epoch
     num_train_steps = train_data.num_train_steps
@@ -270,7 +270,7 @@ def evaluate_checkpoint(config, workdir, checkpoint: str = "latest") -> dict[str
     """
     config = checked_config(config)
     task = tasks.of(config)
-    eval_sets = data.read_eval_sets(config)
+    eval_sets = data.read_eval_sets(config, task.row_format)
     if not eval_sets:
         raise ValueError("no evaluation set: set config.data.test_csv or config.eval_sets")
     workdir = data.resolve(workdir)

@@ -11,8 +11,9 @@ import sys
 import numpy as np
 import pytest
 
-from ldl_jax import testing, train
+from ldl_jax import train
 from tests.helpers.tiny import compilation_cache_env, make_data_config, make_tiny_config
+from tools import random_inputs
 
 pytestmark = pytest.mark.slow  # workers on faked devices in subprocesses
 
@@ -127,8 +128,10 @@ def test_memory_bank_rows_of_every_device_reach_every_replica(tmp_path):
     )
     one_device, two_devices = (_load(out) for out in outs.values())
     config = make_tiny_config()
-    initial = testing.random_bank(config, 20).features
-    written = np.unique([testing.random_train_batch(config, 20, seed=s)["index"] for s in range(3)])
+    initial = random_inputs.random_bank(config, 20).features
+    written = np.unique(
+        [random_inputs.random_train_batch(config, 20, seed=s)["index"] for s in range(3)]
+    )
     for placement in PLACEMENTS:
         _assert_states_close(one_device[placement], two_devices[placement])
         bank = two_devices[placement][".bank.features"]

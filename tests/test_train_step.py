@@ -5,8 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ldl_jax import ldl, models, steps, testing, train_state
+from ldl_jax import ldl, models, steps, train_state
 from tests.helpers.tiny import make_tiny_config
+from tools import random_inputs
 
 NUM_ROWS = 20
 
@@ -65,11 +66,11 @@ def test_learning_rate_schedule_steps_at_epoch_boundaries():
 def test_theta_rows_outside_batch_are_untouched(momentum_setup):
     config, model, tx, train_step = momentum_setup
     state = train_state.create_train_state(config, model, tx, NUM_ROWS)
-    first = testing.random_train_batch(config, NUM_ROWS, seed=1)
+    first = random_inputs.random_train_batch(config, NUM_ROWS, seed=1)
     state, _ = train_step(state, first)
     theta_before = np.asarray(state.theta)
     momentum_before = np.asarray(state.theta_momentum)
-    second = testing.random_train_batch(config, NUM_ROWS, seed=2)
+    second = random_inputs.random_train_batch(config, NUM_ROWS, seed=2)
     state, _ = train_step(state, second)
     theta_after, momentum_after = np.asarray(state.theta), np.asarray(state.theta_momentum)
 
@@ -95,7 +96,7 @@ def test_fixed_class_mean_shifts_whole_classes_after_the_sgd_step(compiled):
     tx = train_state.create_optimizer(config, steps_per_epoch=5)
     fixed_step = steps.compile_train_step(model, tx, config, train_labels=TRAIN_LABELS)
     reference_step = steps.compile_train_step(model, tx, reference_config)
-    batch = testing.random_train_batch(config, NUM_ROWS, seed=4)
+    batch = random_inputs.random_train_batch(config, NUM_ROWS, seed=4)
     batch["label"] = TRAIN_LABELS[batch["index"]].astype(np.int32)
     start = train_state.create_train_state(config, model, tx, NUM_ROWS)
     sgd = np.asarray(reference_step(_fresh(start), batch)[0].theta)
@@ -124,7 +125,7 @@ def test_consensus_class_mean_holds_each_class_at_its_own_mean(compiled):
     step = steps.compile_train_step(
         model, tx, config, train_labels=TRAIN_LABELS, train_neighbors=neighbors
     )
-    batch = testing.random_train_batch(config, NUM_ROWS, seed=4)
+    batch = random_inputs.random_train_batch(config, NUM_ROWS, seed=4)
     batch["label"] = TRAIN_LABELS[batch["index"]].astype(np.int32)
     theta = np.asarray(
         step(_fresh(train_state.create_train_state(config, model, tx, NUM_ROWS)), batch)[0].theta
@@ -147,7 +148,7 @@ def test_neighbor_labels_reach_theta_only_when_they_enter_q(compiled, neighbor_d
     tx = train_state.create_optimizer(config, steps_per_epoch=5)
     step = steps.compile_train_step(model, tx, config)
     start = train_state.create_train_state(config, model, tx, NUM_ROWS)
-    batch = testing.random_train_batch(config, NUM_ROWS, seed=4)
+    batch = random_inputs.random_train_batch(config, NUM_ROWS, seed=4)
     relabelled = dict(batch, neighbor_label=(batch["neighbor_label"] + 1) % config.num_classes)
     theta = np.asarray(step(_fresh(start), batch)[0].theta)
     theta_relabelled = np.asarray(step(_fresh(start), relabelled)[0].theta)
@@ -209,7 +210,7 @@ def test_theta_step_is_sgd_on_the_closed_form_gradient(compiled):
     """With lamb_beta = 0, theta moves by -lamb_lr * dL/dtheta (docs/METHOD.md §3's closed form)."""
     tiny_config, model, _, train_step, state = compiled
     state = _fresh(state)
-    batch = testing.random_train_batch(tiny_config, NUM_ROWS, seed=3)
+    batch = random_inputs.random_train_batch(tiny_config, NUM_ROWS, seed=3)
     b = batch["index"].shape[0]
     logits, lam, q, _ = _reference_forward(model, state, batch, tiny_config.num_classes)
     log_p = jnp.log(jax.nn.softmax(logits) + ldl.LOG_EPSILON)
@@ -229,7 +230,7 @@ def test_theta_step_is_sgd_on_the_closed_form_gradient(compiled):
 def test_batch_norm_statistics_update_neighbours_first(compiled):
     tiny_config, model, _, train_step, state = compiled
     state = _fresh(state)
-    batch = testing.random_train_batch(tiny_config, NUM_ROWS, seed=4)
+    batch = random_inputs.random_train_batch(tiny_config, NUM_ROWS, seed=4)
     b, k = batch["neighbor_index"].shape
     images = models.normalize_images(batch["image"], jnp.float32)
     neighbor_images = models.normalize_images(batch["neighbor_image"], jnp.float32)
@@ -284,7 +285,7 @@ def test_train_step_traces_once(tiny_config):
     losses = []
     for seed in range(4):
         state, metrics = compiled(
-            state, testing.random_train_batch(tiny_config, NUM_ROWS, seed=seed)
+            state, random_inputs.random_train_batch(tiny_config, NUM_ROWS, seed=seed)
         )
         losses.append(float(metrics["loss"]))
     assert len(traces) == 1
@@ -294,7 +295,7 @@ def test_train_step_traces_once(tiny_config):
 
 def test_metrics_and_centers_after_a_step(compiled):
     tiny_config, _, _, train_step, state = compiled
-    batch = testing.random_train_batch(tiny_config, NUM_ROWS, seed=5)
+    batch = random_inputs.random_train_batch(tiny_config, NUM_ROWS, seed=5)
     new_state, metrics = train_step(_fresh(state), batch)
     assert set(metrics) == set(steps.TRAIN_METRICS)
     np.testing.assert_allclose(
@@ -318,7 +319,7 @@ def test_bfloat16_step_agrees_with_float32():
         )
         for seed in range(2):
             state, metrics = train_step(
-                state, testing.random_train_batch(config, NUM_ROWS, seed=seed)
+                state, random_inputs.random_train_batch(config, NUM_ROWS, seed=seed)
             )
         results[dtype] = (jax.device_get(metrics), np.asarray(state.theta))
         assert jax.tree.leaves(state.params)[0].dtype == jnp.float32
@@ -353,7 +354,7 @@ def test_prior_correction_tracks_the_label_and_target_marginals():
     step = steps.compile_train_step(
         model, tx, config, train_labels=TRAIN_LABELS, train_neighbors=TRAIN_NEIGHBORS
     )
-    batch = testing.random_train_batch(config, NUM_ROWS, seed=5)
+    batch = random_inputs.random_train_batch(config, NUM_ROWS, seed=5)
     uniform = np.full(config.num_classes, 1 / config.num_classes)
     *_, target = _reference_forward(model, state, batch, config.num_classes)
     new_state, _ = step(_fresh(state), batch)
@@ -393,7 +394,7 @@ def test_prior_correction_is_zero_for_plain_cross_entropy():
         model, tx, config, train_labels=TRAIN_LABELS, train_neighbors=TRAIN_NEIGHBORS
     )
     for seed in range(3):
-        state, _ = step(state, testing.random_train_batch(config, NUM_ROWS, seed=seed))
+        state, _ = step(state, random_inputs.random_train_batch(config, NUM_ROWS, seed=seed))
     marginals = state.batch_stats["classifier"]["prior_correction"]
     np.testing.assert_array_equal(marginals["label_marginal"], marginals["target_marginal"])
 
@@ -415,7 +416,7 @@ def test_baseline_losses_are_computed_on_the_step_targets(overrides):
         lamb_init=30.0, lamb_lr=0.0, gamma=0.0, lamb_fixed_class_mean=False, **overrides
     )
     model, tx, state = _setup(config)
-    batch = testing.random_train_batch(config, NUM_ROWS, seed=6)
+    batch = random_inputs.random_train_batch(config, NUM_ROWS, seed=6)
     logits, *_ = _reference_forward(model, state, batch, config.num_classes)
     probs = np.asarray(jax.nn.softmax(logits), np.float64)
     p_label = probs[np.arange(len(probs)), batch["label"]]

@@ -39,16 +39,16 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from absl import app, flags
 from ml_collections import config_flags
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run from a checkout
 
-from ldl_jax import config_fields, models, parallel, steps, testing  # noqa: E402
-from ldl_jax.data import feeds, tables  # noqa: E402
+from ldl_jax import config_fields, models, parallel, steps  # noqa: E402
+from ldl_jax.data import feeds  # noqa: E402
 from ldl_jax.train_state import create_optimizer, create_train_state  # noqa: E402
+from tools import random_inputs  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config to benchmark.", lock_config=False)
@@ -128,18 +128,6 @@ def _open_data(config):
     from ldl_jax import data
 
     return data.open_train_data(config).decode(eval_sets=False)
-
-
-def random_table(config, num_rows: int) -> tables.TrainTable:
-    """A training table of random labels, neighbours and VA weights (no files)."""
-    rng = np.random.default_rng(0)
-    return tables.TrainTable(
-        paths=np.array([f"{row}.png" for row in range(num_rows)]),
-        labels=(np.arange(num_rows) % config.num_classes).astype(np.int32),
-        va=rng.uniform(-1, 1, (num_rows, 2)).astype(np.float32),
-        knn=rng.integers(0, num_rows, (num_rows, config.num_neighbors)).astype(np.int32),
-        va_weights=rng.uniform(0.2, 1.0, (num_rows, config.num_neighbors)).astype(np.float32),
-    )
 
 
 def at_input_size(config, size: int):
@@ -291,16 +279,16 @@ def benchmark(
         table, images = train_data.table, train_data.images
     else:
         train_data = None
-        table = random_table(config, num_rows)
-        images = testing.random_train_images(config, num_rows)
+        table = random_inputs.random_table(config, num_rows)
+        images = random_inputs.random_train_images(config, num_rows)
     num_rows = table.num_rows
     train_rows = {"train_labels": table.labels, "train_neighbors": table.knn}
     state = create_train_state(config, model, tx, num_rows)
     bank_config = config.copy_and_resolve_references()
     bank_config.neighbors = config_fields.MEMORY_BANK
     bank_state = create_train_state(bank_config, model, tx, num_rows)
-    bank_state = bank_state.replace(bank=testing.random_bank(config, num_rows))
-    batch = jax.device_put(testing.random_train_batch(config, num_rows))
+    bank_state = bank_state.replace(bank=random_inputs.random_bank(config, num_rows))
+    batch = jax.device_put(random_inputs.random_train_batch(config, num_rows))
 
     results = {
         "backend": jax.default_backend(),

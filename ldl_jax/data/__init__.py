@@ -9,14 +9,15 @@ One job per module:
 - `streams`: the infinite augmented training streams of LDLVA and of the VA regressor;
 - `pipeline`: the entry point the trainers, the tools and the benchmark call,
   `open_train_data(config)` -> `TrainData` (steps per epoch, class weights, the training
-  iterator from any step, the evaluation sets) and `read_eval_sets(config)`.
+  iterator from any step, the evaluation sets) and `read_eval_sets(config)`, each reading the
+  rows' format its caller names (`LDLVA_ROWS` or `VA_ROWS`).
 
 The entry point's names are importable from this package (`from ldl_jax import data;
 data.open_train_data(config)`); they load `pipeline`, and with it TensorFlow, on first use, so
 that `ldl_jax.data.tables` and `ldl_jax.data.batches` stay importable without TensorFlow.
 """
 
-from ldl_jax.data.tables import DataError
+from ldl_jax.data.tables import LDLVA_ROWS, VA_ROWS, DataError
 
 _PIPELINE_NAMES = (
     "EvalSet",
@@ -27,7 +28,7 @@ _PIPELINE_NAMES = (
     "resolve",
 )
 
-__all__ = ["DataError", *_PIPELINE_NAMES]
+__all__ = ["LDLVA_ROWS", "VA_ROWS", "DataError", *_PIPELINE_NAMES]
 
 
 def __getattr__(name):

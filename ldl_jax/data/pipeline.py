@@ -3,9 +3,10 @@
 Everything is validated when opened (the config's values, every CSV, every image file), before
 any image is decoded or anything in the workdir is written; `TrainData.decode(workdir)` then
 decodes the training images (into a memmap cache in the workdir when they are large) and every
-evaluation set. `config.task` picks the tables and the stream: LDLVA's (`expression`,
-`valence`, `arousal`, `knn`) or the VA regressor's (`valence`, `arousal`). `TrainData.feed`
-gives LDLVA's trainer its batches for `config.data.placement` (`ldl_jax.data.feeds`).
+evaluation set. The caller names the rows' format (`ROW_FORMATS`): LDLVA's (`expression`,
+`valence`, `arousal`, `knn`) or the VA regressor's (`valence`, `arousal`); the task registry
+(`ldl_jax.tasks`) says which its task reads. `TrainData.feed` gives LDLVA's trainer its batches
+for `config.data.placement` (`ldl_jax.data.feeds`).
 """
 
 from __future__ import annotations
@@ -30,10 +31,57 @@ def resolve(path) -> pathlib.Path:
     return pathlib.Path(path).expanduser().absolute()
 
 
-def _is_va(config) -> bool:
-    """Whether the run's tables are the VA regressor's (`valence`, `arousal`) rather than
-    LDLVA's."""
-    return config.task == config_fields.VA
+@dataclasses.dataclass(frozen=True)
+class RowFormat:
+    """What a task's CSVs hold and how its training rows stream.
+
+    Attributes:
+      read_train: (config, csv path, image dir) -> the validated training table.
+      read_eval: (config, csv path, image dir) -> a validated evaluation table.
+      stream: config -> the `streams` function of its augmented training batches.
+      class_weighted: whether `config.class_weights` weighs its loss by class.
+    """
+
+    read_train: Callable[[Any, pathlib.Path, pathlib.Path], Any]
+    read_eval: Callable[[Any, pathlib.Path, pathlib.Path], Any]
+    stream: Callable[[Any], Callable[..., Iterator]]
+    class_weighted: bool
+
+
+def _read_ldlva_train_table(config, csv_path, image_dir) -> tables.TrainTable:
+    return tables.read_train_table(
+        csv_path,
+        image_dir,
+        num_classes=config.num_classes,
+        num_neighbors=config.num_neighbors,
+        va_bandwidth=config.data.va_bandwidth,
+    )
+
+
+def _read_va_table(config, csv_path, image_dir) -> tables.VATable:
+    del config  # the VA regressor's columns do not depend on it
+    return tables.read_va_table(csv_path, image_dir)
+
+
+ROW_FORMATS = {
+    tables.LDLVA_ROWS: RowFormat(
+        read_train=_read_ldlva_train_table,
+        read_eval=lambda config, csv_path, image_dir: tables.read_eval_table(
+            csv_path, image_dir, num_classes=config.num_classes
+        ),
+        # The neighbour memory bank needs no neighbour images.
+        stream=lambda config: functools.partial(
+            streams.train_batches, neighbor_images=not config_fields.uses_memory_bank(config)
+        ),
+        class_weighted=True,
+    ),
+    tables.VA_ROWS: RowFormat(
+        read_train=_read_va_table,
+        read_eval=_read_va_table,
+        stream=lambda config: streams.va_train_batches,
+        class_weighted=False,
+    ),
+}
 
 
 def prepare_synthetic_data(config) -> None:
@@ -91,26 +139,20 @@ class EvalSet:
         )
 
 
-def read_eval_sets(config) -> dict[str, EvalSet]:
+def read_eval_sets(config, row_format: str = tables.LDLVA_ROWS) -> dict[str, EvalSet]:
     """`val` and `test` of config.data, then every named set of `config.eval_sets`, validated
-    (not decoded)."""
+    (not decoded), in `ROW_FORMATS[row_format]`."""
     sources = {
         name: (config.data[f"{name}_csv"], config.data.image_dir) for name in ("val", "test")
     }
     for name, source in config.eval_sets.items():
         sources[name] = (source.csv, source.image_dir)
-    out = {}
-    for name, (csv_path, image_dir) in sources.items():
-        if not csv_path:
-            continue
-        if _is_va(config):
-            table = tables.read_va_table(resolve(csv_path), resolve(image_dir))
-        else:
-            table = tables.read_eval_table(
-                resolve(csv_path), resolve(image_dir), num_classes=config.num_classes
-            )
-        out[name] = EvalSet(name, table)
-    return out
+    read_eval = ROW_FORMATS[row_format].read_eval
+    return {
+        name: EvalSet(name, read_eval(config, resolve(csv_path), resolve(image_dir)))
+        for name, (csv_path, image_dir) in sources.items()
+        if csv_path
+    }
 
 
 @dataclasses.dataclass
@@ -119,12 +161,14 @@ class TrainData:
 
     Attributes:
       config: the run's config.
+      row_format: the rows' `RowFormat`.
       table: the training table (`tables.TrainTable`, or `tables.VATable` for the VA task).
       eval_sets: name -> `EvalSet`.
       images: (N, S, S, 3) uint8 training images, once `decode` ran.
     """
 
     config: Any
+    row_format: RowFormat
     table: tables.TrainTable | tables.VATable
     eval_sets: dict[str, EvalSet]
     images: np.ndarray | None = None
@@ -147,7 +191,7 @@ class TrainData:
     @property
     def class_weights(self) -> np.ndarray | None:
         """(C,) balanced weights of the classification loss if `config.class_weights`."""
-        if _is_va(self.config) or not self.config.class_weights:
+        if not (self.row_format.class_weighted and self.config.class_weights):
             return None
         return batches.class_balanced_weights(self.table.labels, self.config.num_classes)
 
@@ -175,14 +219,7 @@ class TrainData:
         With `place` (e.g. `parallelism.place_batch`) the batches are placed on the devices two
         ahead of the step; without, they are numpy arrays on the host.
         """
-        if _is_va(self.config):
-            stream = streams.va_train_batches
-        else:  # the neighbour memory bank needs no neighbour images
-            stream = functools.partial(
-                streams.train_batches,
-                neighbor_images=not config_fields.uses_memory_bank(self.config),
-            )
-        host = stream(
+        host = self.row_format.stream(self.config)(
             self.table,
             self.images,
             batch_size=self.config.batch_size,
@@ -206,30 +243,19 @@ class TrainData:
         )
 
 
-def _read_train_table(config):
-    csv_path, image_dir = resolve(config.data.train_csv), resolve(config.data.image_dir)
-    if _is_va(config):
-        return tables.read_va_table(csv_path, image_dir)
-    return tables.read_train_table(
-        csv_path,
-        image_dir,
-        num_classes=config.num_classes,
-        num_neighbors=config.num_neighbors,
-        va_bandwidth=config.data.va_bandwidth,
-    )
-
-
-def open_train_data(config) -> TrainData:
+def open_train_data(config, row_format: str = tables.LDLVA_ROWS) -> TrainData:
     """Generates the synthetic set if asked, reads and validates the training table and every
-    evaluation set; nothing is decoded yet. The config's own values are checked before, by the
-    trainer (`config_checks.validate_config`).
+    evaluation set in `ROW_FORMATS[row_format]`; nothing is decoded yet. The config's own
+    values are checked before, by the trainer (`config_checks.validate_config`).
 
     Raises:
       ValueError: a config value (naming the field), or a batch larger than the training set.
       DataError: a CSV or image problem, naming the file, the row and the column.
     """
     prepare_synthetic_data(config)
-    data = TrainData(config, _read_train_table(config), read_eval_sets(config))
+    rows = ROW_FORMATS[row_format]
+    table = rows.read_train(config, resolve(config.data.train_csv), resolve(config.data.image_dir))
+    data = TrainData(config, rows, table, read_eval_sets(config, row_format))
     if data.steps_per_epoch == 0:
         raise ValueError(
             f"config.batch_size={config.batch_size} exceeds the {data.num_rows} rows of "

@@ -20,6 +20,11 @@ from ldl_jax import ldl
 
 _MISSING_IMAGES_SHOWN = 5
 
+# The two formats of a task's rows (`ldl_jax.data.pipeline.ROW_FORMATS`): LDLVA's training
+# and evaluation CSVs (TRAIN_COLUMNS, EVAL_COLUMNS) or the VA regressor's (VA_COLUMNS).
+LDLVA_ROWS = "ldlva"
+VA_ROWS = "va"
+
 TRAIN_COLUMNS = ("subDirectory_filePath", "expression", "valence", "arousal", "knn")
 EVAL_COLUMNS = ("subDirectory_filePath", "expression")
 # Optional in an evaluation CSV: each image's crowd label distribution, ';'-joined C floats.

@@ -54,9 +54,10 @@ def main():
             num_processes=args.num_processes,
             process_id=args.process_id,
         )
-    from ldl_jax import data, models, parallel, testing, train, train_state
+    from ldl_jax import data, models, parallel, train, train_state
     from ldl_jax.data import feeds
     from tests.helpers.tiny import make_data_config, make_tiny_config, synthetic_spec
+    from tools import random_inputs
 
     if args.workdir:
         config = make_data_config(
@@ -83,7 +84,7 @@ def main():
     tx = train_state.create_optimizer(config, steps_per_epoch=5)
     initial_state = jax.device_get(train_state.create_train_state(config, model, tx, num_rows))
     if config_fields.uses_memory_bank(config):
-        initial_state = initial_state.replace(bank=testing.random_bank(config, num_rows))
+        initial_state = initial_state.replace(bank=random_inputs.random_bank(config, num_rows))
     train_labels = np.arange(num_rows) % config.num_classes
     train_neighbors = (
         np.arange(num_rows)[:, None] + np.arange(1, 1 + config.num_neighbors)
@@ -91,7 +92,7 @@ def main():
     for placement in args.placements.split(","):
         if placement == "device":
             resident = feeds.DeviceImages(
-                testing.random_train_images(config, num_rows),
+                random_inputs.random_train_images(config, num_rows),
                 parallelism,
                 seed=config.seed,
                 pad_size=config.pad_size,
@@ -111,7 +112,7 @@ def main():
         state = parallelism.place_state(jax.tree.map(np.copy, initial_state))
         history = []
         for seed in range(args.steps):
-            batch = local_slice(testing.random_train_batch(config, num_rows, seed=seed))
+            batch = local_slice(random_inputs.random_train_batch(config, num_rows, seed=seed))
             if placement == "device":
                 del batch["image"], batch["neighbor_image"]
             elif config_fields.uses_memory_bank(config):

@@ -1,11 +1,22 @@
-"""Helpers for the tests and `tools/benchmark.py`: random batches, images and memory banks.
-
-They live in the package because the benchmark uses them; the tests' other helpers are in
-tests/helpers/."""
+"""Random inputs in the training formats, no files needed: the benchmark's `--data=device`
+batches, tables and memory banks, which the step tests reuse."""
 
 import numpy as np
 
 from ldl_jax import backbones, memory_bank
+from ldl_jax.data import tables
+
+
+def random_table(config, num_rows: int) -> tables.TrainTable:
+    """A training table of random labels, neighbours and VA weights (no files)."""
+    rng = np.random.default_rng(0)
+    return tables.TrainTable(
+        paths=np.array([f"{row}.png" for row in range(num_rows)]),
+        labels=(np.arange(num_rows) % config.num_classes).astype(np.int32),
+        va=rng.uniform(-1, 1, (num_rows, 2)).astype(np.float32),
+        knn=rng.integers(0, num_rows, (num_rows, config.num_neighbors)).astype(np.int32),
+        va_weights=rng.uniform(0.2, 1.0, (num_rows, config.num_neighbors)).astype(np.float32),
+    )
 
 
 def random_train_batch(config, num_rows: int, seed: int = 0) -> dict[str, np.ndarray]:
