@@ -74,3 +74,24 @@ def synthetic_spec(data_dir) -> ml_collections.ConfigDict:
             class_balance="default",
         )
     )
+
+
+# A noise study (tools/noise_study.py) of tiny runs: one seed, jobs in this process, the tiny
+# model on 16 px images, one epoch. The study tests add their sizes, methods and noise levels.
+TINY_STUDY_FLAGS = [
+    "--num_test=13",
+    "--image_size=16",
+    "--seeds=0",
+    "--no-alternatives",
+    "--jobs=1",
+    "--val_fraction=0.2",
+    "--val_every_steps=3",
+    "--set=model.backbone=resnet_tiny",
+    "--set=input_size=16",
+    "--set=pad_size=2",
+    "--set=batch_size=4",
+    "--set=num_neighbors=3",
+    "--set=num_epochs=1",
+    "--set=eval_batch_size=8",
+    "--set=log_every_steps=5",
+]

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from ldl_jax import inference
+from tests.helpers.tiny import TINY_STUDY_FLAGS
 from tools import detector_study, noise_splits, noise_study
 
 
@@ -98,25 +99,11 @@ def test_settings_without_flipped_rows_or_folds_are_refused(tmp_path, flag):
         detector_study.main([f"--study={tmp_path}", flag])
 
 
-TINY_STUDY = [
+# Sixty rows: each of two folds' 24 training rows keeps 20 VA neighbours.
+TINY_STUDY = TINY_STUDY_FLAGS + [
     "--num_train=60",
-    "--num_test=13",
-    "--image_size=16",
-    "--seeds=0",
     "--noise=0.3",
     "--methods=ce,ldlva_reference,ldlva",
-    "--no-alternatives",
-    "--jobs=1",
-    "--val_fraction=0.2",
-    "--val_every_steps=3",
-    "--set=model.backbone=resnet_tiny",
-    "--set=input_size=16",
-    "--set=pad_size=2",
-    "--set=batch_size=4",
-    "--set=num_neighbors=3",
-    "--set=num_epochs=1",
-    "--set=eval_batch_size=8",
-    "--set=log_every_steps=5",
 ]
 
 

@@ -8,29 +8,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.helpers.tiny import TINY_STUDY_FLAGS
 from tools import noise_splits, noise_study
 
-TINY = [
+TINY = TINY_STUDY_FLAGS + [
     "--num_train=50",
-    "--num_test=13",
-    "--image_size=16",
-    "--seeds=0",
     "--noise=0,0.3",
     "--methods=ce,ldlva",
-    "--no-alternatives",
-    "--jobs=1",
-    "--val_fraction=0.2",
-    "--val_every_steps=3",
     "--pretrain_epochs=1",
     "--pretrain_num_train=40",
-    "--set=model.backbone=resnet_tiny",
-    "--set=input_size=16",
-    "--set=pad_size=2",
-    "--set=batch_size=4",
-    "--set=num_neighbors=3",
-    "--set=num_epochs=1",
-    "--set=eval_batch_size=8",
-    "--set=log_every_steps=5",
 ]
 
 
