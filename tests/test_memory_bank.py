@@ -13,10 +13,10 @@ from ldl_jax import (
     models,
     steps,
     task_models,
-    testing,
     train_state,
 )
 from tests.helpers.tiny import make_tiny_config
+from tools import random_inputs
 
 NUM_ROWS = 20
 
@@ -29,13 +29,15 @@ def bank_setup():
     model = models.create_model(config)
     tx = train_state.create_optimizer(config, steps_per_epoch=5)
     state = train_state.create_train_state(config, model, tx, NUM_ROWS)
-    state = state.replace(bank=jax.tree.map(jnp.asarray, testing.random_bank(config, NUM_ROWS)))
+    state = state.replace(
+        bank=jax.tree.map(jnp.asarray, random_inputs.random_bank(config, NUM_ROWS))
+    )
     return config, model, steps.compile_train_step(model, tx, config), state
 
 
 def test_step_trains_towards_the_bank_and_writes_its_central_rows(bank_setup):
     config, model, train_step, state = bank_setup
-    batch = testing.random_train_batch(config, NUM_ROWS, seed=3)
+    batch = random_inputs.random_train_batch(config, NUM_ROWS, seed=3)
     del batch["neighbor_image"]  # the bank step needs none
     bank = jax.device_get(state.bank)
     index, neighbor_index, labels = batch["index"], batch["neighbor_index"], batch["label"]
