@@ -67,7 +67,7 @@ def cells(args) -> list[dict]:
 
 def cell_name(cell: dict) -> str:
     """'proportional30_s0': the cell's split folder name under STUDY/data/splits."""
-    return f"{cell['mode']}{int(round(cell['noise'] * 100))}_s{cell['seed']}"
+    return noise_study.split_name(cell)
 
 
 def study_run(study: pathlib.Path, method: str, cell: dict) -> pathlib.Path:

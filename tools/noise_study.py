@@ -256,12 +256,17 @@ def clean_train_csv(args, data: pathlib.Path) -> pathlib.Path:
     return data / "clean" / (REGRESSOR_TRAIN_CSV if args.va_regressor else "train.csv")
 
 
+def split_name(run: dict) -> str:
+    """The folder under OUT/data/splits of a run's (noise, mode, seed): 'clean' (one for every
+    seed) or e.g. 'proportional30_s0'."""
+    level = int(round(run["noise"] * 100))
+    return "clean" if level == 0 else f"{run['mode']}{level}_s{run['seed']}"
+
+
 def run_data(args, data: pathlib.Path, run: dict, num_voters: int) -> dict[str, pathlib.Path]:
     """The run's training and validation CSVs, written once per (noise, mode, seed) under
     OUT/data/splits and shared by every method (the relabelling baseline's training CSV too)."""
-    level = int(round(run["noise"] * 100))
-    name = "clean" if level == 0 else f"{run['mode']}{level}_s{run['seed']}"
-    folder = data / "splits" / name
+    folder = data / "splits" / split_name(run)
     paths = {
         "train": folder / "train.csv",
         "val": folder / "val.csv",
