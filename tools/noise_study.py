@@ -256,6 +256,31 @@ def clean_train_csv(args, data: pathlib.Path) -> pathlib.Path:
     return data / "clean" / (REGRESSOR_TRAIN_CSV if args.va_regressor else "train.csv")
 
 
+def train_csv_digest(args, data: pathlib.Path) -> str:
+    """SHA-256 of the clean training CSV every run's labels, VA and neighbours come from."""
+    return hashlib.sha256(clean_train_csv(args, data).read_bytes()).hexdigest()
+
+
+def check_records_match_data(results: dict[str, dict], digest: str, source: pathlib.Path) -> None:
+    """Refuses to add runs to a record made from other data.
+
+    A record carried to another machine (OUT/results.json) continues only where the data
+    regenerated there, the regressor's VA included, is byte for byte the one its runs read.
+    """
+    other = [
+        f"{name} ({result.get('train_csv_sha256', 'no digest')[:16]})"
+        for name, result in results.items()
+        if result.get("train_csv_sha256") != digest
+    ]
+    if other:
+        raise SystemExit(
+            f"{source}: {len(other)} finished run(s) read other training data than this "
+            f"machine made (SHA-256 {digest[:16]}): {', '.join(other[:5])}"
+            + (" ..." if len(other) > 5 else "")
+            + "; regenerate the same data (the same --data_seed and regressor) or use another --out"
+        )
+
+
 def split_name(run: dict) -> str:
     """The folder under OUT/data/splits of a run's (noise, mode, seed): 'clean' (one for every
     seed) or e.g. 'proportional30_s0'."""
@@ -476,6 +501,8 @@ def run_study(args) -> dict[str, dict]:
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     check_study_settings(args)
     data = prepare_data(args)
+    digest = train_csv_digest(args, data)
+    check_records_match_data(results, digest, results_path)
     pretrained = pretrain(args)
     runs = plan(args)
     todo = [run for run in runs if run["name"] not in results]
@@ -485,7 +512,7 @@ def run_study(args) -> dict[str, dict]:
     jobs = {run["name"]: run_overrides(args, data, run, pretrained) for run in todo}
 
     def finish(run):
-        results[run["name"]] = measure(args, run, jobs[run["name"]])
+        results[run["name"]] = {**measure(args, run, jobs[run["name"]]), "train_csv_sha256": digest}
         results_path.with_suffix(".tmp").write_text(json.dumps(results, indent=1))
         results_path.with_suffix(".tmp").replace(results_path)
         remaining = sum(r["name"] not in results for r in runs)
@@ -524,8 +551,7 @@ def describe(args) -> dict:
     """What the report says of the study's data, neighbours and start."""
     data = pathlib.Path(args.out) / "data"
     config = _load_config(args.config, "reference", _parse_sets(args.set))
-    clean_csv = clean_train_csv(args, data)
-    clean = pd.read_csv(clean_csv)
+    clean = pd.read_csv(clean_train_csv(args, data))
     return {
         "command": " ".join(["python tools/noise_study.py", *args.argv]),
         "config": args.config,
@@ -539,7 +565,7 @@ def describe(args) -> dict:
         "val_every_steps": args.val_every_steps,
         "num_neighbors": config.num_neighbors,
         "purity": noise_splits.neighbor_label_purity(clean, config.num_neighbors),
-        "train_csv_sha256": hashlib.sha256(clean_csv.read_bytes()).hexdigest(),
+        "train_csv_sha256": train_csv_digest(args, data),
         "va_regressor": args.va_regressor,
         "pretrain_epochs": args.pretrain_epochs,
         "pretrain_num_train": args.pretrain_num_train,

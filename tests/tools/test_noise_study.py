@@ -86,6 +86,15 @@ def test_tiny_study_picks_on_noisy_validation_and_reports_its_runs(tmp_path, mon
     with pytest.raises(SystemExit, match="--data_seed was 0, now 4"):
         noise_study.main(args + ["--data_seed=4"])
 
+    # Every record names the data its run read; one from other data (a record carried from a
+    # machine whose regenerated data differed) stops the study before anything is trained.
+    digest = hashlib.sha256(clean_csv).hexdigest()
+    assert {result["train_csv_sha256"] for result in results.values()} == {digest}
+    results["ce_clean_s0"]["train_csv_sha256"] = "0" * 64
+    (out / "results.json").write_text(json.dumps(results))
+    with pytest.raises(SystemExit, match=r"results.json: 1 finished run\(s\) .*ce_clean_s0 \(0000"):
+        noise_study.main(args)
+
 
 def test_relabel_baseline_trains_cross_entropy_on_the_vote(tmp_path):
     args = noise_study.build_parser().parse_args(
