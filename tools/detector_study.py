@@ -74,12 +74,12 @@ def study_run(study: pathlib.Path, method: str, cell: dict) -> pathlib.Path:
     return study / "runs" / noise_study.run_name(method, cell["noise"], cell["mode"], cell["seed"])
 
 
-def missing_runs(args, study: pathlib.Path) -> list[str]:
-    """The noise study's runs this study reads that have not finished."""
+def missing_runs(study: pathlib.Path, cell_list: list[dict]) -> list[str]:
+    """The noise study's runs that scoring these cells reads and that have not finished."""
     needed = [CE_RUN, *LAMBDA_RUNS]
     return [
         study_run(study, method, cell).name
-        for cell in cells(args)
+        for cell in cell_list
         for method in needed
         if not (study_run(study, method, cell) / "eval_results.json").exists()
     ]
@@ -207,9 +207,14 @@ class Study:
 
 
 def run(args) -> dict[str, dict]:
-    """Trains the missing fold runs, then scores every cell; returns cell name -> scores."""
+    """Trains the missing fold runs, then scores every cell the record lacks; returns cell
+    name -> scores. Cells already in the record (STUDY/detectors/results.json, which may have
+    been carried from another machine) need neither their runs nor cleanlab."""
     study = Study(args)
-    missing = missing_runs(args, study.folder)
+    results_path = study.folder / "detectors" / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    todo = [cell for cell in cells(args) if cell_name(cell) not in results]
+    missing = missing_runs(study.folder, todo)
     if missing:
         raise SystemExit(
             f"{study.folder} lacks {len(missing)} finished run(s) this study reads: "
@@ -217,15 +222,13 @@ def run(args) -> dict[str, dict]:
             f"--methods={CE_RUN},{','.join(LAMBDA_RUNS)} --no-alternatives "
             "--noise=... --modes=... --seeds=... (docs/EXPERIMENTS.md)"
         )
-    try:
-        import cleanlab  # noqa: F401
-    except ImportError:
-        raise SystemExit(
-            "cleanlab is not installed: pip install -r tools/requirements-study.txt"
-        ) from None
-    results_path = study.folder / "detectors" / "results.json"
-    results = json.loads(results_path.read_text()) if results_path.exists() else {}
-    todo = [cell for cell in cells(args) if cell_name(cell) not in results]
+    if todo:
+        try:
+            import cleanlab  # noqa: F401
+        except ImportError:
+            raise SystemExit(
+                "cleanlab is not installed: pip install -r tools/requirements-study.txt"
+            ) from None
     # Fold CSVs are written here, never by two workers at once.
     folds = {
         study.fold_workdir(cell, held_out): study.fold_overrides(cell, held_out)

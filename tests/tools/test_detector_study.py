@@ -92,6 +92,14 @@ def test_a_study_without_the_runs_it_reads_is_refused_naming_them(tmp_path):
     assert not (tmp_path / "study" / "detectors").exists()
     assert not (tmp_path / "D.md").exists()
 
+    # A cell already in the record (carried from the machine that scored it) needs no runs.
+    record = tmp_path / "study" / "detectors" / "results.json"
+    record.parent.mkdir()
+    figures = {"precision_at_k": 0.625, "auroc": 0.75, "runs": 1, "num_flipped": 8}
+    record.write_text(json.dumps({"uniform30_s2": {"λ, `ldlva`": figures}}))
+    detector_study.main(args)
+    assert "| 30% | uniform | λ, `ldlva` | 1 | 0.625 | 0.750 |" in (tmp_path / "D.md").read_text()
+
 
 @pytest.mark.parametrize("flag", ["--noise=0,0.3", "--folds=1"])
 def test_settings_without_flipped_rows_or_folds_are_refused(tmp_path, flag):
