@@ -35,6 +35,7 @@ import sys
 import time
 from typing import NamedTuple
 
+import numpy as np
 import pandas as pd
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -261,24 +262,50 @@ def train_csv_digest(args, data: pathlib.Path) -> str:
     return hashlib.sha256(clean_train_csv(args, data).read_bytes()).hexdigest()
 
 
-def check_records_match_data(results: dict[str, dict], digest: str, source: pathlib.Path) -> None:
-    """Refuses to add runs to a record made from other data.
+def backbone_digest(pretrained: str) -> str:
+    """SHA-256 of the pre-trained backbone's weights every run starts from ("" from scratch)."""
+    if not pretrained:
+        return ""
+    import jax
+
+    from ldl_jax import inference
+
+    _, backbone, _ = inference.read_backbone(pretrained)
+    digest = hashlib.sha256()
+    for path, leaf in jax.tree_util.tree_flatten_with_path(backbone)[0]:
+        digest.update(jax.tree_util.keystr(path).encode())
+        digest.update(np.asarray(leaf).tobytes())
+    return digest.hexdigest()
+
+
+# What every run of a study read, named in each run's record: field -> what a mismatch means.
+PROVENANCE = {
+    "train_csv_sha256": "read other training data",
+    "backbone_sha256": "started from another pre-trained backbone",
+}
+
+
+def check_provenance(results: dict[str, dict], provenance: dict, source: pathlib.Path) -> None:
+    """Refuses to add runs to a record whose runs read other data or started elsewhere.
 
     A record carried to another machine (OUT/results.json) continues only where the data
-    regenerated there, the regressor's VA included, is byte for byte the one its runs read.
+    regenerated there (the regressor's VA included) and the backbone pre-trained there are,
+    byte for byte, the ones its runs read.
     """
-    other = [
-        f"{name} ({result.get('train_csv_sha256', 'no digest')[:16]})"
-        for name, result in results.items()
-        if result.get("train_csv_sha256") != digest
-    ]
-    if other:
-        raise SystemExit(
-            f"{source}: {len(other)} finished run(s) read other training data than this "
-            f"machine made (SHA-256 {digest[:16]}): {', '.join(other[:5])}"
-            + (" ..." if len(other) > 5 else "")
-            + "; regenerate the same data (the same --data_seed and regressor) or use another --out"
-        )
+    for field, digest in provenance.items():
+        other = [
+            f"{name} ({result.get(field, 'none recorded')[:16] or 'from scratch'})"
+            for name, result in results.items()
+            if result.get(field) != digest
+        ]
+        if other:
+            raise SystemExit(
+                f"{source}: {len(other)} finished run(s) {PROVENANCE[field]} than this "
+                f"machine made (SHA-256 {digest[:16] or 'none: from scratch'}): "
+                + ", ".join(other[:5])
+                + (" ..." if len(other) > 5 else "")
+                + "; regenerate the same one (the same study command) or use another --out"
+            )
 
 
 def split_name(run: dict) -> str:
@@ -501,9 +528,11 @@ def run_study(args) -> dict[str, dict]:
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     check_study_settings(args)
     data = prepare_data(args)
-    digest = train_csv_digest(args, data)
-    check_records_match_data(results, digest, results_path)
+    provenance = {"train_csv_sha256": train_csv_digest(args, data)}
+    check_provenance(results, provenance, results_path)  # before any pre-training
     pretrained = pretrain(args)
+    provenance["backbone_sha256"] = backbone_digest(pretrained)
+    check_provenance(results, provenance, results_path)
     runs = plan(args)
     todo = [run for run in runs if run["name"] not in results]
     print(f"{len(runs)} runs, {len(runs) - len(todo)} already finished", flush=True)
@@ -512,7 +541,7 @@ def run_study(args) -> dict[str, dict]:
     jobs = {run["name"]: run_overrides(args, data, run, pretrained) for run in todo}
 
     def finish(run):
-        results[run["name"]] = {**measure(args, run, jobs[run["name"]]), "train_csv_sha256": digest}
+        results[run["name"]] = {**measure(args, run, jobs[run["name"]]), **provenance}
         results_path.with_suffix(".tmp").write_text(json.dumps(results, indent=1))
         results_path.with_suffix(".tmp").replace(results_path)
         remaining = sum(r["name"] not in results for r in runs)

@@ -86,13 +86,28 @@ def test_tiny_study_picks_on_noisy_validation_and_reports_its_runs(tmp_path, mon
     with pytest.raises(SystemExit, match="--data_seed was 0, now 4"):
         noise_study.main(args + ["--data_seed=4"])
 
-    # Every record names the data its run read; one from other data (a record carried from a
-    # machine whose regenerated data differed) stops the study before anything is trained.
+    # Every record names the data its run read and the backbone it started from; a record made
+    # elsewhere from other data, or from another pre-training, stops the study before anything
+    # is trained.
     digest = hashlib.sha256(clean_csv).hexdigest()
     assert {result["train_csv_sha256"] for result in results.values()} == {digest}
+    backbones = {result["backbone_sha256"] for result in results.values()}
+    assert backbones == {noise_study.backbone_digest(str(pretrained))}
+    assert noise_study.backbone_digest(str(out / "runs" / "ce_clean_s0")) not in backbones
+    original = json.dumps(results)
     results["ce_clean_s0"]["train_csv_sha256"] = "0" * 64
     (out / "results.json").write_text(json.dumps(results))
-    with pytest.raises(SystemExit, match=r"results.json: 1 finished run\(s\) .*ce_clean_s0 \(0000"):
+    with pytest.raises(
+        SystemExit, match=r"1 finished run\(s\) read other training data .*ce_clean_s0 \(0000"
+    ):
+        noise_study.main(args)
+    results = json.loads(original)
+    del results["ldlva_clean_s0"]["backbone_sha256"]
+    (out / "results.json").write_text(json.dumps(results))
+    with pytest.raises(
+        SystemExit,
+        match=r"started from another pre-trained backbone .*ldlva_clean_s0 \(none recorded",
+    ):
         noise_study.main(args)
 
 
