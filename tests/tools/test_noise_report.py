@@ -1,5 +1,7 @@
 """tools/noise_report.py: the noise study's choice of each method's setting and its tables."""
 
+import pandas as pd
+
 from tools import noise_report
 
 
@@ -51,3 +53,12 @@ def test_claim_table_compares_ldlva_with_the_best_baseline():
     table = noise_report.claim_table(noise_report.summarize(results))
     # best baseline gce (68.0 / 47.0); LDLVA 74.0 / 51.0; CE 61.0 / 41.0.
     assert "| 30% | proportional | gce | +6.0 / +4.0 | +13.0 / +10.0 |" in table
+
+
+def test_the_claim_names_the_baselines_a_study_left_out():
+    summary = pd.DataFrame({"method": ["ce", "ldlva_reference", "ldlva"]})
+    sentence = noise_report.baselines_sentence(summary)
+    assert sentence.startswith("Baselines: ce, ldlva_reference;")
+    assert "did not run label_smoothing, gce, knn_relabel:" in sentence
+    every = pd.DataFrame({"method": [*noise_report.BASELINES, "ldlva"]})
+    assert "did not run" not in noise_report.baselines_sentence(every)
