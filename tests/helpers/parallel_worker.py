@@ -43,7 +43,13 @@ def parse_args():
 
 def main():
     args = parse_args()
-    os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.devices}"
+    # XLA:CPU aborts a collective whose devices (threads) have not all arrived within 40 s; on
+    # a loaded 2-core machine four fake devices can take longer than that, so wait far longer.
+    os.environ["XLA_FLAGS"] = (
+        f"--xla_force_host_platform_device_count={args.devices}"
+        " --xla_cpu_collective_call_warn_stuck_timeout_seconds=120"
+        " --xla_cpu_collective_call_terminate_timeout_seconds=480"
+    )
     import jax
     import numpy as np
 
