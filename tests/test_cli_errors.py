@@ -1,6 +1,11 @@
 """The trainer's command line on each kind of bad input: one `error:` line naming the culprit,
 exit code 2, no traceback, and the workdir untouched. The runs of the bad data and workdir cases
-share a module fixture that runs them two at a time."""
+share a module fixture that runs them two at a time.
+
+Each bad-data case stands for one stage at which the trainer checks its input (a table's cells,
+a file that is absent, images that are absent or do not decode, the config against the data);
+every message of a stage is tested in-process, without a trainer per case
+(tests/data/test_tables.py, tests/data/test_images.py, tests/test_config_checks.py)."""
 
 import concurrent.futures
 import os
@@ -16,14 +21,6 @@ from tests.helpers.workdirs import copy_workdir, file_digests
 pytestmark = pytest.mark.slow  # every test runs the trainer's command line
 
 
-def _with_knn(row, knn):
-    return lambda f: f.assign(knn=f["knn"].where(f.index != row, knn))
-
-
-def _first_knn(frame, row, count):
-    return ";".join(frame["knn"][row].split(";")[:count])
-
-
 # name -> (how to spoil the data, flags, what the error line says)
 BAD_DATA = {
     "label_out_of_range": (
@@ -31,32 +28,6 @@ BAD_DATA = {
         (),
         "train.csv, line 5 (row index 3), column 'expression': 9 is outside [0, 7)",
     ),
-    "missing_column": (
-        lambda f: f.drop(columns=["knn"]),
-        (),
-        "train.csv, line 1 (header): missing required column(s) ['knn']",
-    ),
-    "non_finite_va": (
-        lambda f: f.assign(valence=f["valence"].where(f.index != 0, float("nan"))),
-        (),
-        "train.csv, line 2 (row index 0), column 'valence'",
-    ),
-    "ragged_knn": (
-        lambda f: _with_knn(2, _first_knn(f, 2, 3))(f),
-        (),
-        "train.csv, line 4 (row index 2), column 'knn': lists 3 neighbours but row 0 lists 4",
-    ),
-    "out_of_range_knn": (
-        _with_knn(1, "999;2;3;4"),
-        (),
-        "train.csv, line 3 (row index 1), column 'knn': neighbour 999 (entry 0)",
-    ),
-    "self_knn": (
-        _with_knn(1, "1;2;3;4"),
-        (),
-        "train.csv, line 3 (row index 1), column 'knn': lists the row itself (entry 0)",
-    ),
-    "empty_csv": (None, (), "train.csv: the file is empty"),
     "missing_csv": (
         lambda f: f,
         ("--config.data.train_csv={data}/absent.csv",),
@@ -99,9 +70,7 @@ def _bad_data(synthetic_dir, data, spoil):
     """A copy of the synthetic set in `data` whose train.csv or first image is spoilt."""
     shutil.copytree(synthetic_dir, data)
     first_image = data / "images" / pd.read_csv(data / "train.csv")["subDirectory_filePath"][0]
-    if spoil is None:
-        (data / "train.csv").write_text("")
-    elif spoil == "remove":
+    if spoil == "remove":
         first_image.unlink()
     elif spoil == "corrupt":
         first_image.write_bytes(b"not an image")
