@@ -51,6 +51,9 @@ LAMBDA_RUNS = {"ldlva_reference": "λ, `ldlva_reference` (defaults)", "ldlva": "
 CE_RUN = "ce"
 CE_LOSS = "cross-entropy loss, `ce`"
 CLEANLAB = "cleanlab, {k}-fold out-of-fold"
+# Each cell's figures name the training data its runs read, as the noise study's record does:
+# the SHA-256 of the clean training CSV (VA and neighbours included).
+DATA_DIGEST = "train_csv_sha256"
 # The fold assignment's key in the (data seed, seed) random stream.
 _FOLD_STREAM = 0xF01D
 
@@ -201,9 +204,16 @@ class Study:
             **cleanlab_detection(given, oof, flipped),
             "runs": self.folds,
         }
+        data_digest = self.run_record(cell)["train_csv_sha256"]
         for figures in scores.values():
             figures["num_flipped"] = int(flipped.sum())
+            figures[DATA_DIGEST] = data_digest
         return scores
+
+    def run_record(self, cell: dict) -> dict:
+        """The noise study's record of the `ce` run of `cell` (STUDY/results.json)."""
+        record = json.loads((self.folder / "results.json").read_text())
+        return record[noise_study.run_name(CE_RUN, cell["noise"], cell["mode"], cell["seed"])]
 
 
 def run(args) -> dict[str, dict]:
@@ -294,6 +304,23 @@ def markdown_table(summary: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def data_digests(results: dict[str, dict], cell_list: list[dict]) -> str:
+    """Which training data the cells' runs read: one sentence, or one line per digest where
+    cells were scored on different data (e.g. VA from a regressor retrained elsewhere)."""
+    cells_of: dict[str, list[str]] = {}
+    for cell in cell_list:
+        figures = next(iter(results[cell_name(cell)].values()))
+        cells_of.setdefault(figures.get(DATA_DIGEST, "not recorded"), []).append(cell_name(cell))
+    if len(cells_of) == 1 and "not recorded" not in cells_of:
+        return (
+            f"Every cell's runs read the training data with SHA-256 `{next(iter(cells_of))}` "
+            "(the clean training CSV, VA and neighbours included)."
+        )
+    lines = ["The cells' runs read different training data (SHA-256 of the clean training CSV):"]
+    lines += [f"- `{digest}`: {', '.join(names)}" for digest, names in cells_of.items()]
+    return "\n".join(lines)
+
+
 def write_report(args, results: dict[str, dict]) -> None:
     settings = json.loads((pathlib.Path(args.study) / "study.json").read_text())
     role = (
@@ -317,6 +344,8 @@ precision@k is the share of flipped rows among the k most suspect (k = the numbe
 rows, which no detector is told), AUROC over all training rows; "flagged" is the set cleanlab's
 `find_label_issues` would drop. Mean ± std over seeds. The detectors are described in
 `tools/detector_study.py`.
+
+{data_digests(results, cells(args))}
 
 {markdown_table(summary)}
 """

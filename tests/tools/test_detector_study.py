@@ -98,7 +98,20 @@ def test_a_study_without_the_runs_it_reads_is_refused_naming_them(tmp_path):
     figures = {"precision_at_k": 0.625, "auroc": 0.75, "runs": 1, "num_flipped": 8}
     record.write_text(json.dumps({"uniform30_s2": {"λ, `ldlva`": figures}}))
     detector_study.main(args)
-    assert "| 30% | uniform | λ, `ldlva` | 1 | 0.625 | 0.750 |" in (tmp_path / "D.md").read_text()
+    report = (tmp_path / "D.md").read_text()
+    assert "| 30% | uniform | λ, `ldlva` | 1 | 0.625 | 0.750 |" in report
+    assert "- `not recorded`: uniform30_s2" in report
+
+    # Cells scored on different training data (carried from two machines) say which is which.
+    cells = {
+        name: {"λ, `ldlva`": {**figures, "train_csv_sha256": digest}}
+        for name, digest in [("uniform30_s1", "aa11"), ("uniform30_s2", "bb22")]
+    }
+    record.write_text(json.dumps(cells))
+    detector_study.main([*args[:3], "--seeds=1,2", args[4]])
+    report = (tmp_path / "D.md").read_text()
+    assert "- `aa11`: uniform30_s1\n- `bb22`: uniform30_s2" in report
+    assert "| 30% | uniform | λ, `ldlva` | 1 | 0.625 ± 0.000 | 0.750 ± 0.000 |" in report
 
 
 @pytest.mark.parametrize("flag", ["--noise=0,0.3", "--folds=1"])
@@ -162,3 +175,9 @@ def test_tiny_study_scores_every_detector_out_of_fold(tmp_path):
     assert scores["cross-entropy loss, `ce`"]["precision_at_k"] == pytest.approx(expected)
     text = (tmp_path / "D.md").read_text()
     assert "| 30% | proportional | cleanlab, 2-fold out-of-fold | 2 |" in text
+    # Every detector names the training data the study's record says its runs read.
+    digest = json.loads((study / "results.json").read_text())["ce_proportional30_s0"][
+        "train_csv_sha256"
+    ]
+    assert {s["train_csv_sha256"] for s in scores.values()} == {digest}
+    assert f"read the training data with SHA-256 `{digest}`" in text
