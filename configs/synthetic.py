@@ -13,9 +13,11 @@ from configs import default
 
 def get_config(variant: str = default.DEFAULT_VARIANT):
     config = default.get_config(variant)
+    # The data paths follow `--config.data.synthetic.dir` (each can still be overridden alone).
+    data_dir = ml_collections.FieldReference("data/synthetic")
     config.data.synthetic = ml_collections.ConfigDict(
         {
-            "dir": "data/synthetic",
+            "dir": data_dir,
             "seed": 0,
             "num_train": 4000,
             "num_val": 300,
@@ -25,10 +27,10 @@ def get_config(variant: str = default.DEFAULT_VARIANT):
             "class_balance": "default",  # a key of ldl_jax/synthetic.py's CLASS_BALANCES
         }
     )
-    config.data.image_dir = "data/synthetic/images"
-    config.data.train_csv = "data/synthetic/train.csv"
-    config.data.val_csv = "data/synthetic/val.csv"
-    config.data.test_csv = "data/synthetic/test.csv"
+    config.data.image_dir = data_dir + "/images"
+    config.data.train_csv = data_dir + "/train.csv"
+    config.data.val_csv = data_dir + "/val.csv"
+    config.data.test_csv = data_dir + "/test.csv"
     config.model.backbone = "resnet_small"
     config.input_size = 48
     config.pad_size = 2

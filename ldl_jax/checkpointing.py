@@ -93,6 +93,21 @@ class Checkpoints:
     def latest_step(self, which: str = LATEST) -> int | None:
         return self.managers[which].latest_step()
 
+    def find(self, checkpoint: str) -> tuple[str, int]:
+        """(series, step) of 'latest', 'best' or a step number; a step is looked up in the
+        latest series, then the best one (the best checkpoint's step is often no longer among
+        the latest)."""
+        which, step = parse_checkpoint(checkpoint)
+        if step is not None and step not in self.managers[LATEST].all_steps():
+            if step in self.managers[BEST].all_steps():
+                return BEST, step
+            raise FileNotFoundError(
+                f"no checkpoint at step {step} in {self.directory} (latest: "
+                f"{sorted(self.managers[LATEST].all_steps())}, best: "
+                f"{sorted(self.managers[BEST].all_steps())})"
+            )
+        return which, self.existing_step(which, step)
+
     def existing_step(self, which: str, step: int | None) -> int:
         """`step` (the latest if None) after checking that it was saved."""
         manager = self.managers[which]

@@ -235,6 +235,28 @@ def log_only(text: str, error: bool = False) -> None:
         logging.getLogger(FILE_ONLY).log(logging.ERROR if error else logging.INFO, "%s", text)
 
 
+# What a tool's user got wrong (a missing file or checkpoint, an output that exists, a bad flag
+# value): `input_errors_end_the_command` turns these into one line and exit code 2.
+INPUT_ERRORS = (FileNotFoundError, FileExistsError, ValueError)
+
+
+@contextlib.contextmanager
+def input_errors_end_the_command(errors: tuple[type[BaseException], ...] = INPUT_ERRORS):
+    """Ends a command-line tool with `error: MESSAGE` on stderr and exit code 2, not a
+    traceback, when one of `errors` escapes the block; logged to the run log where there is one.
+
+    `--verbosity=1` keeps the traceback, for a bug report.
+    """
+    try:
+        yield
+    except errors as error:
+        if absl_logging.get_verbosity() >= absl_logging.DEBUG:
+            raise
+        log_only(f"{error}", error=True)
+        sys.stderr.write(f"error: {error}\n")  # one write: background threads may log meanwhile
+        sys.exit(2)
+
+
 def table(rows: dict[str, dict[str, str]]) -> str:
     """A small text table: one row per key of `rows`, columns in the first row's order."""
     columns = list(next(iter(rows.values())))

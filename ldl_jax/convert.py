@@ -30,6 +30,7 @@ torch is imported only to read the .pth file; nothing else in ldl_jax needs it.
 """
 
 import json
+import pathlib
 import re
 from collections.abc import Callable, Mapping
 
@@ -38,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from ldl_jax import backbones, pretrained
+from ldl_jax import backbones, console, pretrained
 
 FLAGS = flags.FLAGS
 
@@ -283,6 +284,8 @@ def read_state_dict(path, *, trust_pickle: bool = False) -> dict[str, np.ndarray
 
     Loads with `weights_only=True` (no arbitrary code) unless `trust_pickle`.
     """
+    if not pathlib.Path(path).is_file():
+        raise FileNotFoundError(f"{path}: no such file")
     try:
         import torch  # only the converter needs torch: imported here, never at module level
     except ImportError as error:
@@ -292,8 +295,6 @@ def read_state_dict(path, *, trust_pickle: bool = False) -> dict[str, np.ndarray
         ) from error
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
-    except FileNotFoundError:
-        raise
     except Exception as error:
         hint = "" if trust_pickle else " (if you trust the file, retry with --trust_pickle)"
         raise ConversionError(f"{path}: torch.load failed: {error}{hint}") from error
@@ -361,13 +362,14 @@ def define_flags():
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    metadata = convert_checkpoint(
-        FLAGS["from"].value,
-        FLAGS["in"].value,
-        FLAGS.out,
-        backbone_name=FLAGS.backbone,
-        trust_pickle=FLAGS.trust_pickle,
-    )
+    with console.input_errors_end_the_command():
+        metadata = convert_checkpoint(
+            FLAGS["from"].value,
+            FLAGS["in"].value,
+            FLAGS.out,
+            backbone_name=FLAGS.backbone,
+            trust_pickle=FLAGS.trust_pickle,
+        )
     print(json.dumps({"out": FLAGS.out, **metadata}))
 
 

@@ -12,6 +12,7 @@ names the columns. Normalisation is inside the exported function.
 import contextlib
 import io
 import json
+import logging
 import pathlib
 
 import jax
@@ -23,7 +24,7 @@ from jax import lax
 from jax.experimental import jax2tf
 from jax.extend import core as jax_core
 
-from ldl_jax import inference
+from ldl_jax import console, inference
 
 FORMATS = ("saved_model", "onnx")
 
@@ -39,11 +40,18 @@ def define_flags():
     flags.DEFINE_bool("tflite", False, "Also write model.tflite next to the SavedModel.")
 
 
-def export_saved_model(model: inference.InferenceModel, out, *, tflite: bool = False) -> dict:
-    """Writes the SavedModel (and `model.tflite` if asked) into `out`; returns the paths."""
+def new_folder(out) -> pathlib.Path:
+    """`out` as a path, after checking that it does not exist: an export never writes into an
+    earlier one."""
     out = pathlib.Path(out)
     if out.exists():
         raise FileExistsError(f"{out} exists; choose a new --out folder")
+    return out
+
+
+def export_saved_model(model: inference.InferenceModel, out, *, tflite: bool = False) -> dict:
+    """Writes the SavedModel (and `model.tflite` if asked) into `out`; returns the paths."""
+    out = new_folder(out)
     size = model.input_size
     # The batch dimension stays symbolic, so one SavedModel serves any batch size.
     probabilities = jax2tf.convert(
@@ -80,17 +88,21 @@ def export_onnx(model: inference.InferenceModel, out) -> dict:
     that jaxpr (`_replay`): while it traces, jax2onnx swaps in its own `flax.linen.max_pool`,
     which takes the window shape by keyword only (the backbones pass it by position).
     """
-    out = pathlib.Path(out)
-    if out.exists():
-        raise FileExistsError(f"{out} exists; choose a new --out folder")
-    from jax2onnx import to_onnx  # only this export needs it
-
+    out = new_folder(out)
     size = model.input_size
     images = jax.ShapeDtypeStruct(jax.export.symbolic_shape(f"batch, {size}, {size}, 3"), np.uint8)
     traced = jax.make_jaxpr(lambda batch: model.apply_probabilities(model.variables, batch))(images)
     out.mkdir(parents=True)
     path = out / "model.onnx"
-    with contextlib.redirect_stdout(io.StringIO()):  # jax2onnx prints "DEBUG: ..." lines
+    # jax2onnx prints "DEBUG: ..." lines and a warning with a traceback for each of its plugins
+    # that does not import with this JAX (none the backbones use); onnx_ir warns of every
+    # intermediate value it writes without a shape (the graph's input and output keep theirs).
+    with (
+        contextlib.redirect_stdout(io.StringIO()),
+        _logger_level(logging.ERROR, "jax2onnx.plugins.plugin_system", "onnx_ir.serde"),
+    ):
+        from jax2onnx import to_onnx  # only this export needs it
+
         to_onnx(
             lambda batch: _replay(traced, batch)[0],
             [images],
@@ -102,6 +114,20 @@ def export_onnx(model: inference.InferenceModel, out) -> dict:
         )
     (out / "class_names.json").write_text(json.dumps(model.class_names))
     return {"onnx": str(path)}
+
+
+@contextlib.contextmanager
+def _logger_level(level: int, *names: str):
+    """Sets the level of the standard loggers `names` for the block."""
+    loggers = [logging.getLogger(name) for name in names]
+    saved = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(level)
+    try:
+        yield
+    finally:
+        for logger, level_before in zip(loggers, saved, strict=True):
+            logger.setLevel(level_before)
 
 
 def _replay(traced: jax_core.ClosedJaxpr, *args) -> list:
@@ -156,11 +182,14 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     if FLAGS.tflite and FLAGS.format != "saved_model":
         raise app.UsageError("--tflite goes with --format=saved_model")
-    model = inference.load(FLAGS.workdir, FLAGS.checkpoint)
-    if FLAGS.format == "onnx":
-        paths = export_onnx(model, FLAGS.out)
-    else:
-        paths = export_saved_model(model, FLAGS.out, tflite=FLAGS.tflite)
+    console.setup(verbose_logs=FLAGS.verbosity >= 1)  # library logs off the console
+    with console.input_errors_end_the_command():
+        new_folder(FLAGS.out)  # before the model is loaded
+        model = inference.load(FLAGS.workdir, FLAGS.checkpoint)
+        if FLAGS.format == "onnx":
+            paths = export_onnx(model, FLAGS.out)
+        else:
+            paths = export_saved_model(model, FLAGS.out, tflite=FLAGS.tflite)
     print(json.dumps({**paths, "step": model.step, "class_names": model.class_names}, indent=2))
 
 

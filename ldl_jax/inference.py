@@ -72,8 +72,7 @@ def restore_variables(
     config = read_config(workdir) if config is None else config
     checkpoints = checkpointing.Checkpoints(workdir)
     try:
-        which, step = checkpointing.parse_checkpoint(checkpoint)
-        step = checkpoints.existing_step(which, step)
+        which, step = checkpoints.find(checkpoint)
         num_rows = checkpoints.read_meta(which, step)["signature"]["num_train_rows"]
         checkpoints.check_signature(task_models.signature(config, num_rows))
         model = create_model(config)

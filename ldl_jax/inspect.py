@@ -23,7 +23,6 @@ Writes into `--out` (default WORKDIR/inspect/CHECKPOINT-STEP):
 import json
 import os
 import pathlib
-import sys
 
 import jax
 import numpy as np
@@ -303,7 +302,7 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     if not FLAGS.workdir:
         raise app.UsageError("--workdir is required")
-    try:
+    with console.input_errors_end_the_command():
         summary = inspect_run(
             FLAGS.workdir,
             FLAGS.checkpoint,
@@ -312,9 +311,6 @@ def main(argv):
             FLAGS.batch_size,
             html_rows=FLAGS.html_rows if FLAGS.html else None,
         )
-    except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
     print(json.dumps(summary, indent=2))
 
 

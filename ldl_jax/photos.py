@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import pathlib
-import re
 
 import numpy as np
 import tensorflow as tf
@@ -66,7 +65,6 @@ def read_upright(path) -> np.ndarray:
     except OSError as error:
         raise UnreadableImage(f"{path}: cannot read the file ({error.strerror})") from error
     except tf.errors.OpError as error:
-        # Eager op errors wrap the reason in "{{function_node ...}} ... [Op:DecodeImage]".
-        reason = re.sub(r"\{\{.*?\}\}\s*|\s*\[Op:\w+\]", "", error.message)
+        reason = images.op_error_reason(error)
         raise UnreadableImage(f"{path}: not a decodable image ({reason})") from error
     return upright(image, exif_orientation(contents))

@@ -1,7 +1,7 @@
 """Predicts the expression in image and video files with a trained model.
 
-  python -m ldl_jax.predict --workdir=runs/synthetic [--checkpoint=best] [--out=preds.csv] \
-      [--detect_faces] [--every_n_frames=5] [--annotated_video=annotated.mp4] \
+  python -m ldl_jax.predict --workdir=runs/synthetic [--checkpoint=best] [--out=preds.csv] \\
+      [--detect_faces] [--every_n_frames=5] [--annotated_video=annotated.mp4] \\
       photo.jpg folder/ clip.mp4 ...
 
 Prints, per image, per analysed video frame or per detected face, the predicted class and the
@@ -218,27 +218,25 @@ def check_flags(paths: Sequence[pathlib.Path]) -> None:
     if not paths:
         raise app.UsageError("name at least one image or video file, or a folder")
     if FLAGS.out and pathlib.Path(FLAGS.out).suffix not in OUT_SUFFIXES:
-        raise app.UsageError(f"--out={FLAGS.out}: use a .csv or .json file")
+        raise ValueError(f"--out={FLAGS.out}: use a .csv or .json file")
     if FLAGS.every_n_frames < 1:
-        raise app.UsageError(f"--every_n_frames={FLAGS.every_n_frames}: must be at least 1")
+        raise ValueError(f"--every_n_frames={FLAGS.every_n_frames}: must be at least 1")
     if FLAGS.annotated_video:
         videos = [path for path in paths if video.is_video(path)]
         if len(videos) != 1:
-            raise app.UsageError(
+            raise ValueError(
                 f"--annotated_video needs exactly one video input; {len(videos)} given"
             )
         if pathlib.Path(FLAGS.annotated_video).suffix.lower() not in (".avi", ".mp4"):
-            raise app.UsageError(f"--annotated_video={FLAGS.annotated_video}: use .avi or .mp4")
+            raise ValueError(f"--annotated_video={FLAGS.annotated_video}: use .avi or .mp4")
 
 
 def main(argv):
     console.setup(verbose_logs=FLAGS.verbosity >= 1)  # library logs off the console
-    try:
+    with console.input_errors_end_the_command():
         paths = list_inputs(argv[1:])
-    except FileNotFoundError as error:
-        raise app.UsageError(str(error)) from error
-    check_flags(paths)
-    model = inference.load(FLAGS.workdir, FLAGS.checkpoint)
+        check_flags(paths)
+        model = inference.load(FLAGS.workdir, FLAGS.checkpoint)
     detector = None
     if FLAGS.detect_faces:
         from ldl_jax import face_detect

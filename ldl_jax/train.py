@@ -266,7 +266,7 @@ def evaluate_checkpoint(config, workdir, checkpoint: str = "latest") -> dict[str
     Args:
       config: the run's config (data paths may point at other test sets).
       workdir: the training run's workdir.
-      checkpoint: 'latest', 'best' or a step number of the latest-checkpoint series.
+      checkpoint: 'latest', 'best' or a step number (either series).
     """
     config = checked_config(config)
     task = tasks.of(config)

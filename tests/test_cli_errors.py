@@ -57,7 +57,7 @@ BAD_WORKDIR = {
     ),
     "unknown_checkpoint_step": (
         ("--mode=eval", "--checkpoint=7"),
-        "no latest checkpoint at step 7",
+        "no checkpoint at step 7 in",
     ),
     "unknown_checkpoint_name": (
         ("--mode=eval", "--checkpoint=newest"),

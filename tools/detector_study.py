@@ -349,7 +349,7 @@ rows, which no detector is told), AUROC over all training rows; "flagged" is the
 
 {markdown_table(summary)}
 """
-    path = pathlib.Path(args.results)
+    path = pathlib.Path(args.results or pathlib.Path(args.study) / "detectors" / "RESULTS.md")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
 
@@ -364,7 +364,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1, 2])
     parser.add_argument("--folds", type=int, default=4, help="cleanlab's cross-validation folds.")
     parser.add_argument("--jobs", type=int, default=2, help="Fold runs trained at once.")
-    parser.add_argument("--results", default="docs/RESULTS_detectors.md")
+    parser.add_argument(
+        "--results", help="The Markdown report (default STUDY/detectors/RESULTS.md)."
+    )
     return parser
 
 

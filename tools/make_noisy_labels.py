@@ -55,7 +55,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ratio", type=float, required=True, help="Share flipped per class.")
     parser.add_argument("--mode", choices=MODES, default="proportional")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", help="Output CSV (default: {base}_{percent}.csv).")
+    parser.add_argument(
+        "--out",
+        help="Output CSV (default: {base}_{percent}.csv; uniform: {base}_{percent}_uniform.csv).",
+    )
     args = parser.parse_args(argv)
     source = Path(args.csv)
     try:
@@ -65,11 +68,9 @@ def main(argv: list[str] | None = None) -> None:
         noisy = flip_labels(frame["expression"].to_numpy(), args.ratio, args.mode, args.seed)
     except (OSError, ValueError) as error:
         parser.error(str(error))
-    out = (
-        Path(args.out)
-        if args.out
-        else source.with_name(f"{source.stem}_{int(args.ratio * 100)}.csv")
-    )
+    suffix = "_uniform" if args.mode == "uniform" else ""
+    default_out = source.with_name(f"{source.stem}_{round(args.ratio * 100)}{suffix}.csv")
+    out = Path(args.out) if args.out else default_out
     frame = frame.assign(expression_backup=frame["expression"], expression=noisy)
     frame.to_csv(out, index=False)
     flipped = int((frame["expression"] != frame["expression_backup"]).sum())

@@ -12,8 +12,10 @@ takes the training rows' valence and arousal from a VA regressor's predictions, 
 By default every run starts from random weights; `--pretrain_epochs=N` starts every run from a
 pre-trained backbone instead, as the paper does: N epochs of cross-entropy on a disjoint clean
 synthetic set, trained once per study. Writes `OUT/results.json`, `--results` (Markdown tables,
-`tools/noise_report.py`) and `--plot`. Finished runs are skipped, so an interrupted study
-continues where it stopped; a run interrupted half-way resumes from its own checkpoint.
+`tools/noise_report.py`; default OUT/RESULTS.md) and `--plot` (default OUT/noise_study.png): the
+committed reports under docs/ are written only when named. Finished runs are skipped, so an
+interrupted study continues where it stopped; a run interrupted half-way resumes from its own
+checkpoint.
 
 Methods: `METHODS` below. `--methods` run at every noise level and flip mode; `--ablations`
 only at `--ablation_noise` (proportional flips), to keep the study short. Data seeds in
@@ -674,8 +676,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--set", action="append", default=[], help="Config override for every run, KEY=VALUE."
     )
     parser.add_argument("--jobs", type=int, default=2, help="Runs trained at once.")
-    parser.add_argument("--results", default="docs/RESULTS.md")
-    parser.add_argument("--plot", default="docs/noise_study.png")
+    parser.add_argument("--results", help="The Markdown report (default OUT/RESULTS.md).")
+    parser.add_argument("--plot", help="The accuracy figure (default OUT/noise_study.png).")
     return parser
 
 
@@ -687,7 +689,12 @@ def main(argv: list[str] | None = None) -> None:
         if mode not in ("proportional", "uniform"):
             raise SystemExit(f"--modes: unknown flip mode {mode!r}")
     results = run_study(args)
-    noise_report.write_report(describe(args), results, args.results, args.plot)
+    out = pathlib.Path(args.out)
+    results_path, plot_path = (
+        args.results or out / "RESULTS.md",
+        args.plot or out / "noise_study.png",
+    )
+    noise_report.write_report(describe(args), results, results_path, plot_path)
     print(noise_report.markdown_table(noise_report.summarize(results)))
 
 

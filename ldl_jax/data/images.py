@@ -14,6 +14,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -116,20 +117,30 @@ def _decode_into(out: np.ndarray, paths: list[str], image_size: int, num_paralle
                 done += len(batch)
                 progress.update(len(batch))
     except tf.errors.OpError as error:
-        row = _first_undecodable(paths, done, image_size)
+        row, reason = _first_undecodable(paths, done, image_size, error)
         raise DataError(
-            f"{paths[row]} (row index {row}): cannot read or decode the image: {error.message}"
+            f"{paths[row]} (row index {row}): cannot read or decode the image: {reason}"
         ) from error
 
 
-def _first_undecodable(paths: list[str], start: int, image_size: int) -> int:
-    """Finds the failing image one by one; only runs after a batch failed to decode."""
+def _first_undecodable(
+    paths: list[str], start: int, image_size: int, error: tf.errors.OpError
+) -> tuple[int, str]:
+    """(row, reason) of the failing image, found one by one; only runs after a batch that
+    failed with `error` (the reason given if no single image fails again)."""
     for row in range(start, len(paths)):
         try:
             _decode_resize(tf.constant(paths[row]), image_size)
-        except tf.errors.OpError:
-            return row
-    return start
+        except tf.errors.OpError as own_error:
+            return row, op_error_reason(own_error)
+    return start, op_error_reason(error)
+
+
+def op_error_reason(error: tf.errors.OpError) -> str:
+    """The reason a TensorFlow op gives, without the function, node and op names around it
+    ("{{function_node ...}}", "[[{{node ...}}]]", "[Op:DecodeImage] name:")."""
+    reason = re.sub(r"\{\{.*?\}\}|\[\[.*?\]\]|\[Op:\w+\]( name:\S*)?", " ", error.message)
+    return " ".join(reason.split())
 
 
 def _fingerprint(paths: list[str], image_size: int) -> str:

@@ -31,7 +31,12 @@ def test_noisy_labels_cli_keeps_the_clean_label(tmp_path):
         source, index=False
     )
     make_noisy_labels.main(["--csv", str(source), "--ratio", "0.3", "--mode", "uniform"])
-    written = pd.read_csv(tmp_path / "train_30.csv")
+    uniform = (tmp_path / "train_30_uniform.csv").read_bytes()
+    # The other flip mode's default output is another file.
+    make_noisy_labels.main(["--csv", str(source), "--ratio", "0.3", "--seed", "1"])
+    assert (tmp_path / "train_30_uniform.csv").read_bytes() == uniform
+    assert (tmp_path / "train_30.csv").read_bytes() != uniform
+    written = pd.read_csv(tmp_path / "train_30_uniform.csv")
     assert (written["expression"] != written["expression_backup"]).sum() == 9
     assert (written["expression_backup"] == np.repeat(np.arange(3), 10)).all()
     assert (written["knn"] == "1;2").all()
