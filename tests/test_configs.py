@@ -66,3 +66,17 @@ def test_configs_run_the_reference_unless_a_variant_is_named(name):
     assert changed == expected
     with pytest.raises(ValueError, match="unknown method variant 'ldljax'"):
         module.get_config("ldljax")
+
+
+def test_synthetic_data_paths_follow_its_folder():
+    config = importlib.import_module("configs.synthetic").get_config()
+    config.data.synthetic.dir = "elsewhere/set"  # as --config.data.synthetic.dir=... sets it
+    data = config.data
+    assert (data.image_dir, data.train_csv, data.val_csv, data.test_csv) == (
+        "elsewhere/set/images",
+        "elsewhere/set/train.csv",
+        "elsewhere/set/val.csv",
+        "elsewhere/set/test.csv",
+    )
+    config.data.test_csv = "other/test.csv"  # each path can still be set alone
+    assert (data.test_csv, data.train_csv) == ("other/test.csv", "elsewhere/set/train.csv")
