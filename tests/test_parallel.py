@@ -25,7 +25,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # moments, theta, the centres and the metrics agree to float32
 # reduction order, except where such an activation crosses a ReLU's kink: then the gradient of
 # the next layer's weights of that unit, and Adam's moments with it, differ by up to a
-# gradient's size. A share of Adam's moments up to KINK_SHARE may do so. (Per-device instead of
+# gradient's size. A share of all Adam's moments up to KINK_SHARE may do so. (Per-device instead of
 # synchronised BN moves them by ~1e-1; a gradient off by a factor moves most of them.)
 PARAM_ATOL = 3e-3
 STATE_ATOL = 2e-4
@@ -85,13 +85,18 @@ def states(tmp_path_factory):
 
 def _assert_states_close(expected, got):
     assert expected.keys() == got.keys()
+    moments_off = {}  # Adam's moments beyond STATE_ATOL, per leaf: (count, size)
     for key in expected:
         atol = PARAM_ATOL if key.startswith((".params", ".batch_stats", ".bank")) else STATE_ATOL
         if key.startswith(".opt_state"):
             off = np.abs(np.asarray(got[key]) - np.asarray(expected[key])) > atol
-            assert off.mean() <= KINK_SHARE, f"{key}: {off.sum()} of {off.size} moments differ"
-            atol = PARAM_ATOL
+            moments_off[key] = (int(off.sum()), off.size)
+            continue
         np.testing.assert_allclose(got[key], expected[key], atol=atol, rtol=0, err_msg=key)
+    # The share is over all the moments: one kink in an 8-unit layer is 1 of 8 of its leaf.
+    num_off, size = (sum(counts) for counts in zip(*moments_off.values(), strict=True))
+    differing = {key: counts for key, counts in moments_off.items() if counts[0]}
+    assert num_off <= KINK_SHARE * size, f"{num_off} of {size} moments differ: {differing}"
 
 
 @pytest.mark.parametrize("placement", PLACEMENTS)
