@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
+from typing import NoReturn
 
 import tqdm
 from absl import logging as absl_logging
@@ -252,9 +253,14 @@ def input_errors_end_the_command(errors: tuple[type[BaseException], ...] = INPUT
     except errors as error:
         if absl_logging.get_verbosity() >= absl_logging.DEBUG:
             raise
-        log_only(f"{error}", error=True)
-        sys.stderr.write(f"error: {error}\n")  # one write: background threads may log meanwhile
-        sys.exit(2)
+        fail(error, 2)
+
+
+def fail(error, code: int) -> NoReturn:
+    """Ends the command: `error: ERROR` on stderr (and in the run log), exit code `code`."""
+    log_only(f"{error}", error=True)
+    sys.stderr.write(f"error: {error}\n")  # one write: background threads may log meanwhile
+    sys.exit(code)
 
 
 def table(rows: dict[str, dict[str, str]]) -> str:

@@ -68,12 +68,6 @@ INPUT_ERRORS = (
 )
 
 
-def _fail(error: BaseException, code: int) -> None:
-    console.log_only(f"{error}", error=True)
-    sys.stderr.write(f"error: {error}\n")  # one write: background threads may log meanwhile
-    sys.exit(code)
-
-
 def _drop_closed_loop_reports(unraisable) -> None:
     """An unraisable-exception hook without the reports of orbax's abandoned reads and writes.
 
@@ -97,7 +91,7 @@ def parse_flags(argv):
     try:
         return FLAGS(argv)
     except flags.Error as error:
-        _fail(f"{error}\nRun with --helpfull for the flags.", 2)
+        console.fail(f"{error}\nRun with --helpfull for the flags.", 2)
     except (AttributeError, KeyError, TypeError, ValueError) as error:
         if "--verbose" in argv:
             raise
@@ -107,7 +101,7 @@ def parse_flags(argv):
             message = f"config has no field {wrong!r} (did you mean {right!r}?)"
         else:
             message = str(error).replace("\\n", " ").strip("'\" ")
-        _fail(f"bad config override: {message}", 2)
+        console.fail(f"bad config override: {message}", 2)
 
 
 def initialize_distributed():
@@ -144,11 +138,11 @@ def main(argv):
     except INPUT_ERRORS as error:
         if FLAGS.verbose:
             raise
-        _fail(error, 2)
+        console.fail(error, 2)
     except Exception as error:  # noqa: BLE001 - one line, unless --verbose
         if FLAGS.verbose:
             raise
-        _fail(f"{type(error).__name__}: {error} (run with --verbose for the traceback)", 1)
+        console.fail(f"{type(error).__name__}: {error} (run with --verbose for the traceback)", 1)
 
 
 if __name__ == "__main__":
